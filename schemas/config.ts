@@ -1,0 +1,53 @@
+import { Type, type Static } from '@sinclair/typebox'
+
+/*
+ * Every setting the server reads, with its default. This one schema is what
+ * @fastify/env validates the environment against, what `.env.example` and the
+ * README's table document, and (through Static) the TypeScript type of
+ * `fastify.config`. Booleans accept true/false/1/0/yes/no/on/off.
+ */
+export const ConfigSchema = Type.Object({
+  NODE_ENV: Type.String({ default: 'development', description: 'Reported by /health; "production" flips the defaults of the *_ENABLED developer switches to false' }),
+  PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 3001 }),
+  HOST: Type.String({ default: '0.0.0.0' }),
+  LOG_LEVEL: Type.Union([
+    Type.Literal('fatal'), Type.Literal('error'), Type.Literal('warn'),
+    Type.Literal('info'), Type.Literal('debug'), Type.Literal('trace'), Type.Literal('silent')
+  ], { default: 'info' }),
+
+  // Store: REDIS_URL wins; otherwise REDIS_HOST (+PORT/PASSWORD) as existing deployments set it; neither → in-memory.
+  REDIS_URL: Type.Optional(Type.String({ minLength: 1 })),
+  REDIS_HOST: Type.Optional(Type.String({ minLength: 1 })),
+  REDIS_PORT: Type.Integer({ minimum: 1, maximum: 65535, default: 6379 }),
+  REDIS_PASSWORD: Type.Optional(Type.String()),
+  REDIS_CONNECT_TIMEOUT_MS: Type.Integer({ minimum: 100, default: 2000, description: 'Connect and per-command timeout; a request fails with 503 after at most about this long when Redis is unreachable' }),
+  KEY_PREFIX: Type.String({ default: '', maxLength: 64, description: 'Prepended to every Redis key and channel' }),
+
+  CORS_ORIGIN: Type.String({ default: '*', description: 'Comma-separated allowed origins, or * for any' }),
+  TRUST_PROXY: Type.String({ default: 'false', description: 'false | true | hop count | comma-separated proxy IPs/CIDRs whose X-Forwarded-For is believed' }),
+  BODY_LIMIT_BYTES: Type.Integer({ minimum: 1024, default: 16384 }),
+
+  ROOM_TTL_S: Type.Integer({ minimum: 1, default: 86400, description: 'A room lives this long after its last join' }),
+  ROOM_EMPTY_TTL_S: Type.Integer({ minimum: 1, default: 900, description: 'A room expires this long after its last member leaves' }),
+  ROOM_MAX_PEERS: Type.Integer({ minimum: 2, maximum: 1000, default: 16 }),
+
+  JOIN_RATE_LIMIT_MAX: Type.Integer({ minimum: 1, default: 2, description: 'Joins allowed per IP per window' }),
+  JOIN_RATE_LIMIT_WINDOW_S: Type.Integer({ minimum: 1, default: 5 }),
+  DISABLE_JOIN_RATE_LIMIT: Type.Boolean({ default: false }),
+  API_RATE_LIMIT_MAX: Type.Integer({ minimum: 1, default: 120, description: 'REST requests per IP per API_RATE_LIMIT_WINDOW_S' }),
+  API_RATE_LIMIT_WINDOW_S: Type.Integer({ minimum: 1, default: 60 }),
+
+  LOGS_DEBUG_ENABLED: Type.Boolean({ default: true, description: 'POST /api/logs_debug; defaults to false when NODE_ENV=production' }),
+  LOGS_DEBUG_MAX_BYTES: Type.Integer({ minimum: 16, default: 2048 }),
+
+  STUN_URLS: Type.String({ default: 'stun:stun.l.google.com:19302', description: 'Comma-separated STUN URLs; empty for none' }),
+  TURN_URLS: Type.String({ default: '', description: 'Comma-separated TURN URLs; empty for none' }),
+  TURN_SECRET: Type.Optional(Type.String({ minLength: 1, description: 'coturn static-auth-secret: TURN entries get ephemeral HMAC credentials' })),
+  TURN_USERNAME: Type.Optional(Type.String({ description: 'Static TURN username, used only without TURN_SECRET' })),
+  TURN_CREDENTIAL: Type.Optional(Type.String({ description: 'Static TURN password, used only without TURN_SECRET' })),
+  TURN_TTL_S: Type.Integer({ minimum: 60, default: 3600 }),
+
+  SHUTDOWN_TIMEOUT_MS: Type.Integer({ minimum: 100, default: 10000, description: 'Hard limit for a graceful shutdown' })
+})
+
+export type Config = Static<typeof ConfigSchema>

@@ -1,0 +1,81 @@
+import { Type, type Static } from '@sinclair/typebox'
+import { RoomIdSchema, PeerIdSchema } from './common'
+
+// Bodies are closed (additionalProperties: false is not used: unknown fields are
+// ignored, as the web client may send extras) but never coerced (see app ajv options).
+
+export const RoomBodySchema = Type.Object({ roomId: RoomIdSchema })
+export type RoomBody = Static<typeof RoomBodySchema>
+
+export const SuccessMessageSchema = Type.Object({
+  success: Type.Boolean(),
+  message: Type.String()
+})
+export type SuccessMessage = Static<typeof SuccessMessageSchema>
+
+export const GetRoomResponseSchema = Type.Object({ roomId: RoomIdSchema })
+export type GetRoomResponse = Static<typeof GetRoomResponseSchema>
+
+export const CheckRoomResponseSchema = Type.Object({
+  available: Type.Boolean({ description: 'true when no live room has this id' })
+})
+export type CheckRoomResponse = Static<typeof CheckRoomResponseSchema>
+
+export const LeaveRoomBodySchema = Type.Object({
+  roomId: RoomIdSchema,
+  peerId: PeerIdSchema,
+  token: Type.String({ minLength: 1, maxLength: 128, description: "The session's current resumeToken (from welcome)" })
+})
+export type LeaveRoomBody = Static<typeof LeaveRoomBodySchema>
+
+export const TrackBodySchema = Type.Object({
+  ref: Type.String({ minLength: 1, maxLength: 64, description: 'Referrer tag to count' }),
+  timestamp: Type.Union([
+    Type.Number(),
+    Type.String({ maxLength: 64 })
+  ], { description: "Client time (number or ISO string); accepted but not trusted: the server's UTC day is used" }),
+  path: Type.Optional(Type.String({ maxLength: 2048 }))
+})
+export type TrackBody = Static<typeof TrackBodySchema>
+
+export const SuccessSchema = Type.Object({ success: Type.Boolean() })
+export type Success = Static<typeof SuccessSchema>
+
+export const LogsDebugBodySchema = Type.Object({
+  message: Type.String({ description: 'Client log line (longer messages are truncated to LOGS_DEBUG_MAX_BYTES)' }),
+  timestamp: Type.Union([Type.Number(), Type.String({ maxLength: 64 })])
+})
+export type LogsDebugBody = Static<typeof LogsDebugBodySchema>
+
+export const IceServerSchema = Type.Object({
+  urls: Type.Union([Type.String(), Type.Array(Type.String())]),
+  username: Type.Optional(Type.String()),
+  credential: Type.Optional(Type.String())
+}, { description: 'RTCIceServer' })
+export type IceServer = Static<typeof IceServerSchema>
+
+export const IceServersResponseSchema = Type.Object({
+  iceServers: Type.Array(IceServerSchema)
+})
+export type IceServersResponse = Static<typeof IceServersResponseSchema>
+
+export const HealthResponseSchema = Type.Object({
+  status: Type.Literal('healthy'),
+  timestamp: Type.String({ format: 'date-time' }),
+  uptime: Type.Integer({ description: 'seconds since start' }),
+  service: Type.Literal('privydrop-backend'),
+  version: Type.String(),
+  environment: Type.String()
+})
+export type HealthResponse = Static<typeof HealthResponseSchema>
+
+export const CheckStatusSchema = Type.Union([Type.Literal('ok'), Type.Literal('fail')])
+
+export const ReadyResponseSchema = Type.Object({
+  status: Type.Union([Type.Literal('ready'), Type.Literal('unavailable')]),
+  checks: Type.Object({
+    store: CheckStatusSchema,
+    shutdown: CheckStatusSchema
+  })
+})
+export type ReadyResponse = Static<typeof ReadyResponseSchema>

@@ -1,0 +1,41 @@
+import fp from 'fastify-plugin'
+import cors from '@fastify/cors'
+import type { FastifyInstance } from 'fastify'
+import type { EnvSource } from './config'
+import { allowedOrigins } from './config'
+import configPlugin from './plugins/config'
+import errorsPlugin from './plugins/errors'
+import lifecyclePlugin from './plugins/lifecycle'
+import metricsPlugin from './plugins/metrics'
+import storePlugin from './plugins/store'
+import healthRoutes from './routes/health'
+import metricsRoutes from './routes/metrics'
+import apiRoutes from './routes/api'
+
+export interface AppOptions {
+  /** Configuration variables; defaults to the process environment. */
+  env?: EnvSource
+}
+
+/**
+ * The whole server as one plugin: it creates nothing and listens on nothing,
+ * so tests and the process entry register it on an instance of their own.
+ */
+async function app (fastify: FastifyInstance, opts: AppOptions): Promise<void> {
+  await fastify.register(configPlugin, { env: opts.env })
+  await fastify.register(errorsPlugin)
+  await fastify.register(lifecyclePlugin)
+  await fastify.register(metricsPlugin)
+  await fastify.register(storePlugin)
+  await fastify.register(cors, {
+    origin: allowedOrigins(fastify.config.CORS_ORIGIN),
+    methods: ['GET', 'POST']
+  })
+
+  await fastify.register(healthRoutes)
+  await fastify.register(metricsRoutes)
+  await fastify.register(apiRoutes, { prefix: '/api' })
+}
+
+export const buildApp = fp(app, { name: 'privydrop-app', fastify: '5.x' })
+export default buildApp

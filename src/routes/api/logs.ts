@@ -1,0 +1,22 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { LogsDebugBodySchema, SuccessSchema } from '../../../schemas/rest'
+
+/** Browser debug lines, written to the server log at debug level. Registered only when LOGS_DEBUG_ENABLED. */
+const logsRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
+  const maxBytes = fastify.config.LOGS_DEBUG_MAX_BYTES
+  fastify.post('/logs_debug', {
+    schema: { body: LogsDebugBodySchema, response: { 200: SuccessSchema } }
+  }, async (request) => {
+    const { message, timestamp } = request.body
+    const bytes = Buffer.from(message, 'utf8')
+    const truncated = bytes.length > maxBytes
+    request.log.debug({
+      clientTimestamp: timestamp,
+      clientMessage: truncated ? bytes.subarray(0, maxBytes).toString('utf8') : message,
+      truncated
+    }, 'client debug log')
+    return { success: true }
+  })
+}
+
+export default logsRoutes

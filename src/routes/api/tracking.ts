@@ -1,0 +1,19 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { SuccessSchema, TrackBodySchema } from '../../../schemas/rest'
+
+/** YYYY-MM-DD of the server's UTC day. */
+export function utcDay (nowMs = Date.now()): string {
+  return new Date(nowMs).toISOString().slice(0, 10)
+}
+
+const trackingRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
+  fastify.post('/set_track', {
+    schema: { body: TrackBodySchema, response: { 200: SuccessSchema } }
+  }, async (request) => {
+    // The client's timestamp is not trusted: counts go to the server's day.
+    await fastify.store.incrementReferrer(utcDay(), request.body.ref)
+    return { success: true }
+  })
+}
+
+export default trackingRoutes

@@ -1,0 +1,32 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { HealthResponseSchema, ReadyResponseSchema, type HealthResponse } from '../../schemas/rest'
+import { version } from '../../package.json'
+
+/** Liveness (never touches the store, so a Redis outage does not get instances killed) and readiness. */
+const healthRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
+  const health = (): HealthResponse => ({
+    status: 'healthy',
+    timestamp: new Date().toISOString(),
+    uptime: Math.floor((Date.now() - fastify.lifecycle.startedAt) / 1000),
+    service: 'privydrop-backend',
+    version,
+    environment: fastify.config.NODE_ENV
+  })
+  const healthSchema = { schema: { response: { 200: HealthResponseSchema } } }
+  fastify.get('/health', healthSchema, async () => health())
+  fastify.get('/api/health', healthSchema, async () => health())
+
+  fastify.get('/ready', {
+    schema: { response: { 200: ReadyResponseSchema, 503: ReadyResponseSchema } }
+  }, async (_request, reply) => {
+    const shuttingDown = fastify.lifecycle.shuttingDown
+    const storeOk = await fastify.store.ping().then(() => true, () => false)
+    const ready = storeOk && !shuttingDown
+    return reply.status(ready ? 200 : 503).send({
+      status: ready ? 'ready' : 'unavailable',
+      checks: { store: storeOk ? 'ok' : 'fail', shutdown: shuttingDown ? 'fail' : 'ok' }
+    })
+  })
+}
+
+export default healthRoutes

@@ -1,0 +1,61 @@
+import createError from '@fastify/error'
+
+/** Raised by a store whose backend cannot be reached; Fastify answers 503. */
+export const StoreUnavailableError = createError(
+  'PRIVYDROP_STORE_UNAVAILABLE',
+  'Store unavailable, try again shortly',
+  503
+)
+
+export type JoinFailure = 'room_not_found' | 'room_full'
+export type JoinResult =
+  | { ok: true, members: string[] }
+  | { ok: false, code: JoinFailure }
+
+export interface RateLimitResult {
+  allowed: boolean
+  /** Attempts still allowed in the current window (0 when refused). */
+  remaining: number
+  /** Whole seconds until the next attempt is allowed (0 when allowed). */
+  retryAfterS: number
+}
+
+export interface StoreLimits {
+  roomTtlS: number
+  roomEmptyTtlS: number
+  joinLimitMax: number
+  joinLimitWindowMs: number
+}
+
+/**
+ * Shared state of the signaling server: rooms, their members, the join rate
+ * limiter and referrer counts. Both implementations keep the same semantics,
+ * TTLs included, and are exercised by one contract test suite.
+ */
+export interface Store {
+  readonly kind: 'memory' | 'redis'
+  /** Creates the room unless a live room has that id. Resolves true when created. */
+  createRoom (roomId: string): Promise<boolean>
+  roomExists (roomId: string): Promise<boolean>
+  /** Adds a member (idempotent for a current member) and refreshes the room's TTL. */
+  joinRoom (roomId: string, peerId: string, maxPeers: number): Promise<JoinResult>
+  /** Removes a member; an emptied room expires after roomEmptyTtlS. Resolves true when it was a member. */
+  leaveRoom (roomId: string, peerId: string): Promise<boolean>
+  roomMembers (roomId: string): Promise<string[]>
+  /** The room this peer is a member of, if any. */
+  peerRoom (peerId: string): Promise<string | null>
+  /**
+   * Keeps occupied rooms alive for another roomTtlS, with the bindings of the
+   * given members (each instance touches the members it holds connections for).
+   */
+  touchRooms (occupied: Array<{ roomId: string, peerIds: string[] }>): Promise<void>
+  /** Records a join attempt by `ip` in its sliding window. */
+  hitJoinRateLimit (ip: string): Promise<RateLimitResult>
+  incrementReferrer (day: string, ref: string): Promise<void>
+  referrerCounts (day: string): Promise<Record<string, number>>
+  /** Resolves when the backend answers; rejects with StoreUnavailableError otherwise. */
+  ping (): Promise<void>
+  close (): Promise<void>
+}
+
+export const REFERRER_TTL_S = 30 * 24 * 60 * 60
