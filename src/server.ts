@@ -33,4 +33,8 @@ async function main (): Promise<void> {
   }
 }
 
-void main()
+main().catch((err: unknown) => {
+  // Only a bug in start-up code gets here; the error is printed without exposing config values.
+  process.stderr.write(`privydrop: failed to start: ${(err as Error).message}\n`)
+  process.exit(1)
+})

@@ -1,0 +1,36 @@
+import Fastify, { type FastifyInstance } from 'fastify'
+import { buildApp } from '../src/app'
+import { loadConfig, type EnvSource } from '../src/config'
+import { serverOptions } from '../src/server-options'
+import { startRedis, type TestRedis } from './helpers/redis'
+
+type Teardown = { teardown: (fn: () => unknown) => void }
+
+/** Quiet, permissive defaults for tests; each test overrides what it exercises. */
+export const TEST_ENV: EnvSource = {
+  LOG_LEVEL: process.env['TEST_LOG_LEVEL'] ?? 'silent',
+  API_RATE_LIMIT_MAX: '100000',
+  DISABLE_JOIN_RATE_LIMIT: 'true'
+}
+
+/** Builds the app exactly as the process entry does (same options), ready to inject; closed in teardown. */
+export async function buildTestApp (t: Teardown, env: EnvSource = {}): Promise<FastifyInstance> {
+  const merged = { ...TEST_ENV, ...env }
+  const app = Fastify(serverOptions(loadConfig(merged)))
+  await app.register(buildApp, { env: merged })
+  t.teardown(() => app.close())
+  await app.ready()
+  return app
+}
+
+export type StoreMode = 'memory' | 'redis'
+export const STORE_MODES: StoreMode[] = ['memory', 'redis']
+
+/** The env that selects a store: nothing for memory, a real Redis (own prefix) otherwise. */
+export async function storeEnv (t: Teardown, mode: StoreMode): Promise<{ env: EnvSource, redis?: TestRedis }> {
+  if (mode === 'memory') return { env: {} }
+  const redis = await startRedis(t)
+  return { env: { REDIS_URL: redis.url, KEY_PREFIX: redis.prefix }, redis }
+}
+
+export const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms))
