@@ -47,6 +47,17 @@ export const ConfigSchema = Type.Object({
   TURN_CREDENTIAL: Type.Optional(Type.String({ description: 'Static TURN password, used only without TURN_SECRET' })),
   TURN_TTL_S: Type.Integer({ minimum: 60, default: 3600 }),
 
+  // WebSocket endpoint (/ws)
+  MAX_MESSAGE_BYTES: Type.Integer({ minimum: 1024, default: 65536, description: 'Largest inbound frame; larger ones close the connection with 1009' }),
+  WS_RATE_PER_S: Type.Number({ exclusiveMinimum: 0, default: 50, description: 'Per-connection message rate (token bucket refill per second)' }),
+  WS_RATE_BURST: Type.Integer({ minimum: 1, default: 200, description: 'Per-connection burst (token bucket size)' }),
+  WS_ABUSE_MAX_DROPS: Type.Integer({ minimum: 1, default: 100, description: 'Rate-limited messages within 10 s after which the connection is closed with 1008' }),
+  MAX_CONNECTIONS_PER_IP: Type.Integer({ minimum: 1, default: 64, description: 'Open WebSocket connections per client IP; more are refused with 429 before the upgrade' }),
+  WS_MAX_BUFFERED_BYTES: Type.Integer({ minimum: 1024, default: 1048576, description: 'Outgoing bytes queued for one slow client before it is disconnected' }),
+  HEARTBEAT_MS: Type.Integer({ minimum: 100, default: 25000, description: 'WS ping interval; two missed pongs terminate the connection' }),
+  RESUME_GRACE_MS: Type.Integer({ minimum: 0, default: 10000, description: 'How long a dropped peer keeps its identity and room for ?resume=' }),
+  RESUME_BUFFER_MAX: Type.Integer({ minimum: 0, default: 256, description: 'Messages kept for a dropped peer during the grace (oldest dropped beyond)' }),
+
   SHUTDOWN_TIMEOUT_MS: Type.Integer({ minimum: 100, default: 10000, description: 'Hard limit for a graceful shutdown' })
 })
 

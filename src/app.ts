@@ -8,9 +8,11 @@ import errorsPlugin from './plugins/errors'
 import lifecyclePlugin from './plugins/lifecycle'
 import metricsPlugin from './plugins/metrics'
 import storePlugin from './plugins/store'
+import signalingPlugin from './plugins/signaling'
 import healthRoutes from './routes/health'
 import metricsRoutes from './routes/metrics'
 import apiRoutes from './routes/api'
+import wsRoutes from './routes/ws'
 
 export interface AppOptions {
   /** Configuration variables; defaults to the process environment. */
@@ -27,6 +29,7 @@ async function app (fastify: FastifyInstance, opts: AppOptions): Promise<void> {
   await fastify.register(lifecyclePlugin)
   await fastify.register(metricsPlugin)
   await fastify.register(storePlugin)
+  await fastify.register(signalingPlugin)
   await fastify.register(cors, {
     origin: allowedOrigins(fastify.config.CORS_ORIGIN),
     methods: ['GET', 'POST']
@@ -35,6 +38,7 @@ async function app (fastify: FastifyInstance, opts: AppOptions): Promise<void> {
   await fastify.register(healthRoutes)
   await fastify.register(metricsRoutes)
   await fastify.register(apiRoutes, { prefix: '/api' })
+  await fastify.register(wsRoutes)
 }
 
 export const buildApp = fp(app, { name: 'privydrop-app', fastify: '5.x' })

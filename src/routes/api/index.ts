@@ -4,6 +4,7 @@ import roomRoutes from './rooms'
 import trackingRoutes from './tracking'
 import logsRoutes from './logs'
 import iceRoutes from './ice'
+import leaveRoutes from './leave'
 
 /**
  * The REST API under /api, rate limited per client IP (request.ip, which
@@ -23,6 +24,7 @@ const apiRoutes: FastifyPluginAsync = async (fastify) => {
     })
   })
   await fastify.register(roomRoutes)
+  await fastify.register(leaveRoutes)
   await fastify.register(trackingRoutes)
   await fastify.register(iceRoutes)
   if (config.LOGS_DEBUG_ENABLED) await fastify.register(logsRoutes)

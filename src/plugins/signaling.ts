@@ -1,0 +1,101 @@
+import fp from 'fastify-plugin'
+import { Counter, Gauge, Histogram } from 'prom-client'
+import { createSignalingHub, type SignalingMetrics } from '../signaling/hub'
+import { iceServers } from '../services/ice'
+import type { ErrorCode } from '../../schemas/ws'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    signaling: ReturnType<typeof createSignalingHub>
+  }
+}
+
+/** Labelled children are cached: resolving labels on every message costs more than the increment. */
+function labelled (counter: Counter<'type'> | Counter<'code'>): (label: string) => void {
+  const children = new Map<string, { inc: () => void }>()
+  return (label) => {
+    let child = children.get(label)
+    if (child === undefined) {
+      child = counter.labels(label)
+      children.set(label, child)
+    }
+    child.inc()
+  }
+}
+
+/**
+ * Owns the signaling hub of this instance: creates it, exports its metrics,
+ * runs the heartbeat and room-refresh sweeps (one timer each, not one per
+ * connection), and on close drains the sockets with 1001.
+ */
+export default fp(async (fastify) => {
+  const { config, store } = fastify
+  const registry = fastify.metrics.registry
+
+  const messagesIn = new Counter({ name: 'privydrop_ws_messages_in_total', help: 'Inbound WebSocket messages by type', labelNames: ['type'] as const, registers: [registry] })
+  const messagesOut = new Counter({ name: 'privydrop_ws_messages_out_total', help: 'Outbound WebSocket messages by type', labelNames: ['type'] as const, registers: [registry] })
+  const errors = new Counter({ name: 'privydrop_ws_errors_total', help: 'Protocol errors reported to clients, by code', labelNames: ['code'] as const, registers: [registry] })
+  const resumes = new Counter({ name: 'privydrop_ws_resumes_total', help: 'Sessions resumed with a resume token', registers: [registry] })
+  const relayLatency = new Histogram({
+    name: 'privydrop_relay_latency_seconds',
+    help: 'Time from receiving an offer/answer/candidate to handing it to the target socket',
+    buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1],
+    registers: [registry]
+  })
+  const countIn = labelled(messagesIn)
+  const countOut = labelled(messagesOut)
+  const countError = labelled(errors)
+  const metrics: SignalingMetrics = {
+    messageIn: countIn,
+    messageOut: countOut,
+    error: (code: ErrorCode) => countError(code),
+    relayLatency: (seconds) => relayLatency.observe(seconds),
+    resume: () => resumes.inc()
+  }
+
+  const hub = createSignalingHub({
+    store,
+    log: fastify.log.child({ component: 'signaling' }),
+    metrics,
+    iceServers: (peerId) => iceServers(config, peerId),
+    limits: {
+      maxPeers: config.ROOM_MAX_PEERS,
+      joinRateLimit: !config.DISABLE_JOIN_RATE_LIMIT,
+      ratePerS: config.WS_RATE_PER_S,
+      rateBurst: config.WS_RATE_BURST,
+      abuseMaxDrops: config.WS_ABUSE_MAX_DROPS,
+      maxBufferedBytes: config.WS_MAX_BUFFERED_BYTES,
+      heartbeatMs: config.HEARTBEAT_MS,
+      resumeGraceMs: config.RESUME_GRACE_MS,
+      resumeBufferMax: config.RESUME_BUFFER_MAX
+    }
+  })
+  fastify.decorate('signaling', hub)
+
+  const gauges: Array<[string, string, () => number]> = [
+    ['privydrop_ws_connections', 'Open WebSocket connections', () => hub.stats().connections],
+    ['privydrop_ws_sessions', 'Peer sessions, including ones held for resume', () => hub.stats().sessions],
+    ['privydrop_rooms_active', 'Rooms with members on this instance', () => hub.stats().rooms]
+  ]
+  for (const [name, help, read] of gauges) {
+    registry.registerMetric(new Gauge({ name, help, registers: [], collect () { this.set(read()) } }))
+  }
+
+  const heartbeat = setInterval(() => hub.heartbeat(), config.HEARTBEAT_MS)
+  // Occupied rooms never expire: refresh their TTLs well inside ROOM_TTL_S.
+  const touchEveryMs = Math.min(60_000, Math.max(250, Math.floor(config.ROOM_TTL_S * 1000 / 3)))
+  const touch = setInterval(() => {
+    store.touchRooms(hub.occupiedRooms()).catch((err: unknown) => {
+      fastify.log.warn({ err }, 'could not refresh room TTLs')
+    })
+  }, touchEveryMs)
+  heartbeat.unref()
+  touch.unref()
+
+  fastify.addHook('preClose', async () => {
+    clearInterval(heartbeat)
+    clearInterval(touch)
+    await hub.shutdown(Math.min(2000, Math.floor(config.SHUTDOWN_TIMEOUT_MS / 4)))
+    await hub.drain()
+  })
+}, { name: 'signaling', fastify: '5.x', dependencies: ['config', 'store', 'metrics', 'lifecycle'] })

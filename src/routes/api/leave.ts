@@ -1,0 +1,23 @@
+import createError from '@fastify/error'
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { LeaveRoomBodySchema, SuccessMessageSchema } from '../../../schemas/rest'
+
+const ForbiddenError = createError('PRIVYDROP_FORBIDDEN', 'Unknown peer or wrong session token', 403)
+
+/**
+ * POST /api/leave_room: lets a closing page leave with navigator.sendBeacon.
+ * The caller proves it is the peer with the session's current resumeToken.
+ */
+const leaveRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
+  fastify.post('/leave_room', {
+    schema: { body: LeaveRoomBodySchema, response: { 200: SuccessMessageSchema } }
+  }, async (request) => {
+    const { roomId, peerId, token } = request.body
+    const result = await fastify.signaling.leaveWithToken(roomId, peerId, token)
+    if (result === 'forbidden') throw new ForbiddenError()
+    if (result === 'not_in_room') return { success: false, message: 'Peer is not in that room' }
+    return { success: true, message: 'Successfully left the room' }
+  })
+}
+
+export default leaveRoutes
