@@ -25,7 +25,8 @@ export function serverOptions (config: Config): FastifyServerOptions {
     ajv: { customOptions: { coerceTypes: false } },
     // Slowloris guard for plain HTTP; upgraded WebSockets are not affected.
     requestTimeout: 30_000,
-    return503OnClosing: true,
+    // Draining is handled by the lifecycle plugin (see there why).
+    return503OnClosing: false,
     forceCloseConnections: 'idle'
   }
 }

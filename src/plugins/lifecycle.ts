@@ -6,10 +6,26 @@ declare module 'fastify' {
   }
 }
 
-/** Tracks whether the instance is draining, so /ready can take it out of rotation first. */
+/** Routes that still answer while draining: probes must see the instance go unready. */
+const PROBES = new Set(['/health', '/api/health', '/ready', '/metrics'])
+
+/**
+ * Tracks whether the instance is draining and refuses new work meanwhile.
+ * This replaces Fastify's return503OnClosing, which answers before any hook
+ * runs: a refused WebSocket upgrade would then keep its raw socket open and
+ * hold shutdown up until the timeout. Upgrades are left to the /ws route,
+ * whose refusal runs after @fastify/websocket has marked the request, so its
+ * onResponse hook destroys the socket.
+ */
 export default fp(async (fastify) => {
   fastify.decorate('lifecycle', { startedAt: Date.now(), shuttingDown: false })
   fastify.addHook('preClose', async () => {
     fastify.lifecycle.shuttingDown = true
+  })
+  fastify.addHook('onRequest', async (request, reply) => {
+    if (!fastify.lifecycle.shuttingDown || request.headers.upgrade !== undefined) return
+    if (PROBES.has(request.url.split('?', 1)[0] ?? '')) return
+    reply.header('connection', 'close')
+    return reply.code(503).send({ statusCode: 503, error: 'Service Unavailable', message: 'Server is shutting down' })
   })
 }, { name: 'lifecycle', fastify: '5.x' })

@@ -5,8 +5,8 @@ import { allowedOrigins } from '../config'
 
 /**
  * GET /ws: the signaling WebSocket. Everything that can refuse a client
- * (shutdown, Origin allow-list, per-IP connection cap) runs in onRequest, so a
- * refusal is a plain HTTP status before any upgrade.
+ * (shutdown, Origin allow-list, per-IP connection cap)
+ * runs in onRequest, so a refusal is a plain HTTP status before any upgrade.
  */
 const wsRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   const { config, signaling } = fastify
