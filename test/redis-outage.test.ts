@@ -1,6 +1,7 @@
 import t from 'tap'
 import { buildTestApp, sleep } from './helper'
 import { startRedis } from './helpers/redis'
+import { connect, joinRoom, listen } from './helpers/ws'
 
 async function until (check: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
   const deadline = Date.now() + timeoutMs
@@ -52,4 +53,26 @@ t.test('Redis unreachable at startup: the server starts, reports not ready, and 
   t.equal((await app.inject('/health')).statusCode, 200)
   await redis.start()
   t.ok(await until(async () => (await app.inject('/ready')).statusCode === 200, 10_000), 'ready once Redis comes up')
+})
+
+t.test('Redis down: sockets stay open, joins answer unavailable, relays between joined peers go on', async (t) => {
+  const redis = await startRedis(t, { own: true })
+  const app = await buildTestApp(t, { REDIS_URL: redis.url, KEY_PREFIX: redis.prefix, REDIS_CONNECT_TIMEOUT_MS: '500' })
+  const { ws } = await listen(t, app)
+  const a = await connect(t, ws)
+  const b = await connect(t, ws)
+  await joinRoom(app, 'outage', a, b)
+
+  await redis.stop()
+  const c = await connect(t, ws)
+  const refused = await c.request('join', { roomId: 'outage' }, 'joinResponse')
+  t.same(refused.data, { success: false, code: 'unavailable', message: 'Service temporarily unavailable, try again', roomId: 'outage' })
+  a.send('offer', { peerId: b.peerId, offer: { type: 'offer', sdp: 'v=0' } })
+  t.equal((await b.next('offer')).data.from, a.peerId, 'relay needs no store')
+  t.equal(a.ws.readyState, a.ws.OPEN)
+
+  await redis.start()
+  t.ok(await until(async () => (await app.inject('/ready')).statusCode === 200, 10_000))
+  await app.inject({ method: 'POST', url: '/api/create_room', payload: { roomId: 'outage' } })
+  t.equal((await c.request('join', { roomId: 'outage' }, 'joinResponse')).data.success, true, 'joins work again')
 })
