@@ -3,6 +3,7 @@ import { buildApp } from '../src/app'
 import { loadConfig, type EnvSource } from '../src/config'
 import { serverOptions } from '../src/server-options'
 import { startRedis, type TestRedis } from './helpers/redis'
+import { listen } from './helpers/ws'
 
 type Teardown = { teardown: (fn: () => unknown) => void }
 
@@ -34,3 +35,10 @@ export async function storeEnv (t: Teardown, mode: StoreMode): Promise<{ env: En
 }
 
 export const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms))
+
+/** An app on the given store, listening on a free loopback port. */
+export async function serveApp (t: Teardown, mode: StoreMode, env: EnvSource = {}) {
+  const { env: storeVars } = await storeEnv(t, mode)
+  const app = await buildTestApp(t, { ...storeVars, ...env })
+  return { app, ...await listen(t, app) }
+}

@@ -1,5 +1,5 @@
 import t, { type Test } from 'tap'
-import { buildTestApp, STORE_MODES, storeEnv } from './helper'
+import { buildTestApp, serveApp, STORE_MODES } from './helper'
 import { connect, joinRoom, listen, quietly, refusedWith, TestClient } from './helpers/ws'
 import type { EnvSource } from '../src/config'
 
@@ -7,12 +7,7 @@ const OFFER = { type: 'offer', sdp: 'v=0\r\n' }
 
 for (const mode of STORE_MODES) {
   t.test(`/ws lifecycle on the ${mode} store`, async (t) => {
-    async function setup (t: Test, env: EnvSource = {}) {
-      const { env: storeVars } = await storeEnv(t, mode)
-      const app = await buildTestApp(t, { ...storeVars, ...env })
-      const urls = await listen(t, app)
-      return { app, ...urls }
-    }
+    const setup = (t: Test, env: EnvSource = {}) => serveApp(t, mode, env)
 
     t.test('a dropped peer resumes inside the grace: same id, same room, missed messages, nobody told', async (t) => {
       const { app, ws } = await setup(t, { RESUME_GRACE_MS: '5000' })

@@ -1,6 +1,6 @@
 import t, { type Test } from 'tap'
-import { buildTestApp, STORE_MODES, storeEnv } from './helper'
-import { connect, joinRoom, listen, quietly } from './helpers/ws'
+import { serveApp, STORE_MODES } from './helper'
+import { connect, joinRoom, quietly } from './helpers/ws'
 import type { EnvSource } from '../src/config'
 
 const OFFER = { type: 'offer', sdp: 'v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n' }
@@ -9,12 +9,7 @@ const CANDIDATE = { candidate: 'candidate:1 1 udp 2122260223 192.0.2.1 54400 typ
 
 for (const mode of STORE_MODES) {
   t.test(`/ws protocol on the ${mode} store`, async (t) => {
-    async function setup (t: Test, env: EnvSource = {}) {
-      const { env: storeVars } = await storeEnv(t, mode)
-      const app = await buildTestApp(t, { ...storeVars, ...env })
-      const urls = await listen(t, app)
-      return { app, ...urls }
-    }
+    const setup = (t: Test, env: EnvSource = {}) => serveApp(t, mode, env)
 
     t.test('welcome is the first frame and carries identity, protocol and ICE servers', async (t) => {
       const { ws } = await setup(t)

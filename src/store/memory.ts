@@ -24,25 +24,18 @@ export function createMemoryStore (opts: MemoryStoreOptions): Store {
   const referrers = new Map<string, Expiring<Map<string, number>>>()
   const roomTtlMs = opts.roomTtlS * 1000
 
-  function liveRoom (roomId: string): RoomEntry | undefined {
-    const room = rooms.get(roomId)
-    if (room === undefined) return undefined
-    if (room.expiresAt <= now()) {
-      rooms.delete(roomId)
+  /** The entry unless its deadline has passed (an expired one is removed on the spot). */
+  function live<T extends { expiresAt: number }> (map: Map<string, T>, key: string): T | undefined {
+    const entry = map.get(key)
+    if (entry === undefined) return undefined
+    if (entry.expiresAt <= now()) {
+      map.delete(key)
       return undefined
     }
-    return room
+    return entry
   }
-
-  function livePeer (peerId: string): PeerEntry | undefined {
-    const peer = peers.get(peerId)
-    if (peer === undefined) return undefined
-    if (peer.expiresAt <= now()) {
-      peers.delete(peerId)
-      return undefined
-    }
-    return peer
-  }
+  const liveRoom = (roomId: string) => live(rooms, roomId)
+  const livePeer = (peerId: string) => live(peers, peerId)
 
   function sweep (): void {
     const t = now()
