@@ -58,6 +58,10 @@ export const ConfigSchema = Type.Object({
   RESUME_GRACE_MS: Type.Integer({ minimum: 0, default: 10000, description: 'How long a dropped peer keeps its identity and room for ?resume=' }),
   RESUME_BUFFER_MAX: Type.Integer({ minimum: 0, default: 256, description: 'Messages kept for a dropped peer during the grace (oldest dropped beyond)' }),
 
+  // Several instances on one Redis
+  INSTANCE_ID: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}$', description: 'This instance\'s id in Redis (default: random per start)' })),
+  INSTANCE_DEAD_AFTER_MS: Type.Integer({ minimum: 300, default: 15000, description: 'An instance silent this long is dead: its peers are ended after RESUME_GRACE_MS unless they resume elsewhere' }),
+
   SHUTDOWN_TIMEOUT_MS: Type.Integer({ minimum: 100, default: 10000, description: 'Hard limit for a graceful shutdown' })
 })
 

@@ -8,7 +8,7 @@ import { STORE_MODES, sleep, type StoreMode } from './helper'
 
 type Teardown = { teardown: (fn: () => unknown) => void }
 
-const LIMITS: StoreLimits = { roomTtlS: 60, roomEmptyTtlS: 30, joinLimitMax: 2, joinLimitWindowMs: 1000 }
+const LIMITS: StoreLimits = { instanceId: 'test-instance', roomTtlS: 60, roomEmptyTtlS: 30, joinLimitMax: 2, joinLimitWindowMs: 1000 }
 
 async function makeStore (t: Teardown, mode: StoreMode, limits: Partial<StoreLimits> = {}): Promise<{ store: Store, redis?: TestRedis }> {
   const merged = { ...LIMITS, ...limits }
@@ -44,10 +44,10 @@ for (const mode of STORE_MODES) {
       const { store } = await makeStore(t, mode)
       t.same(await store.joinRoom('nope', 'p1', 2), { ok: false, code: 'room_not_found' })
       await store.createRoom('room')
-      t.same(await store.joinRoom('room', 'p1', 2), { ok: true, members: ['p1'] })
+      t.same(await store.joinRoom('room', 'p1', 2), { ok: true, members: [{ peerId: 'p1', instance: 'test-instance' }] })
       const second = await store.joinRoom('room', 'p2', 2)
       t.ok(second.ok)
-      if (second.ok) t.same(second.members.sort(), ['p1', 'p2'])
+      if (second.ok) t.same(second.members.map(m => m.peerId).sort(), ['p1', 'p2'], 'members, each with its instance')
       t.same(await store.joinRoom('room', 'p3', 2), { ok: false, code: 'room_full' })
       const again = await store.joinRoom('room', 'p2', 2)
       t.ok(again.ok, 'a member rejoining a full room is accepted')
@@ -146,9 +146,11 @@ for (const mode of STORE_MODES) {
           `${p}ratelimit:join:9.9.9.9`,
           `${p}referrers:daily:2026-11-21`,
           `${p}room:room`,
+          `${p}room:room:peers`,
           `${p}room:room:sockets`,
           `${p}socket:peer1`
         ])
+        t.same(await redis.client.hgetall(`${p}room:room:peers`), { peer1: 'test-instance' }, 'routing: member → instance')
         for (const key of keys) t.ok(await redis.client.pttl(key) > 0, `${key} has a TTL`)
         t.ok(await redis.client.hget(`${p}room:room`, 'created_at'), 'room hash has created_at')
         t.equal(await redis.client.get(`${p}socket:peer1`), 'room')

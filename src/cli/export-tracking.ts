@@ -42,7 +42,7 @@ async function main (): Promise<number> {
   const redis = createRedisClient(config, log, 'export')
   try {
     await redis.connect()
-    const store = createRedisStore({ redis, keyPrefix: config.KEY_PREFIX, roomTtlS: 1, roomEmptyTtlS: 1, joinLimitMax: 1, joinLimitWindowMs: 1 })
+    const store = createRedisStore({ redis, keyPrefix: config.KEY_PREFIX, instanceId: 'export', roomTtlS: 1, roomEmptyTtlS: 1, joinLimitMax: 1, joinLimitWindowMs: 1 })
     const dayList = values.date !== undefined
       ? [values.date]
       : Array.from({ length: days }, (_, i) => utcDay(Date.now() - i * 86_400_000))

@@ -1,8 +1,9 @@
+import { randomBytes } from 'node:crypto'
 import fp from 'fastify-plugin'
 
 declare module 'fastify' {
   interface FastifyInstance {
-    lifecycle: { readonly startedAt: number, shuttingDown: boolean }
+    lifecycle: { readonly startedAt: number, readonly instanceId: string, shuttingDown: boolean }
   }
 }
 
@@ -18,7 +19,9 @@ const PROBES = new Set(['/health', '/api/health', '/ready', '/metrics'])
  * onResponse hook destroys the socket.
  */
 export default fp(async (fastify) => {
-  fastify.decorate('lifecycle', { startedAt: Date.now(), shuttingDown: false })
+  const instanceId = fastify.config.INSTANCE_ID ?? randomBytes(6).toString('hex')
+  fastify.decorate('lifecycle', { startedAt: Date.now(), instanceId, shuttingDown: false })
+  fastify.log.info({ instanceId }, 'instance starting')
   fastify.addHook('preClose', async () => {
     fastify.lifecycle.shuttingDown = true
   })
@@ -28,4 +31,4 @@ export default fp(async (fastify) => {
     reply.header('connection', 'close')
     return reply.code(503).send({ statusCode: 503, error: 'Service Unavailable', message: 'Server is shutting down' })
   })
-}, { name: 'lifecycle', fastify: '5.x' })
+}, { name: 'lifecycle', fastify: '5.x', dependencies: ['config'] })

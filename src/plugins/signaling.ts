@@ -1,6 +1,9 @@
 import fp from 'fastify-plugin'
 import { Counter, Gauge, Histogram } from 'prom-client'
+import type { Redis } from 'ioredis'
 import { createSignalingHub, type SignalingMetrics } from '../signaling/hub'
+import { createRedisCluster, type RedisCluster } from '../store/redis-cluster'
+import { createRedisClient } from '../store/redis-client'
 import { iceServers } from '../services/ice'
 import type { ErrorCode } from '../../schemas/ws'
 
@@ -53,8 +56,32 @@ export default fp(async (fastify) => {
     resume: () => resumes.inc()
   }
 
+  // Redis mode: a second connection for subscribing (a subscribed ioredis
+  // connection cannot run commands) and the cluster services on top.
+  let cluster: RedisCluster | undefined
+  let subscriber: Redis | undefined
+  if (fastify.redis !== null) {
+    subscriber = createRedisClient(config, fastify.log, 'subscriber')
+    await subscriber.connect().catch(() => { /* it keeps retrying; /ready reports the store */ })
+    cluster = createRedisCluster({
+      redis: fastify.redis,
+      subscriber,
+      keyPrefix: config.KEY_PREFIX,
+      instanceId: fastify.lifecycle.instanceId,
+      sessionTtlS: config.ROOM_TTL_S,
+      roomEmptyTtlS: config.ROOM_EMPTY_TTL_S,
+      deadAfterMs: config.INSTANCE_DEAD_AFTER_MS,
+      resumeGraceMs: config.RESUME_GRACE_MS,
+      log: fastify.log.child({ component: 'cluster' }),
+      onMessage: (payload) => hub.onBus(payload),
+      onSessionsEnded: (ended) => hub.peersGone(ended)
+    })
+  }
+
   const hub = createSignalingHub({
     store,
+    cluster,
+    instanceId: fastify.lifecycle.instanceId,
     log: fastify.log.child({ component: 'signaling' }),
     metrics,
     iceServers: (peerId) => iceServers(config, peerId),
@@ -97,5 +124,11 @@ export default fp(async (fastify) => {
     clearInterval(touch)
     await hub.shutdown(Math.min(2000, Math.floor(config.SHUTDOWN_TIMEOUT_MS / 4)))
     await hub.drain()
+    if (cluster !== undefined) {
+      await cluster.handOff()
+      await cluster.stop()
+    }
+    await subscriber?.quit().catch(() => subscriber?.disconnect())
   })
+  await cluster?.start()
 }, { name: 'signaling', fastify: '5.x', dependencies: ['config', 'store', 'metrics', 'lifecycle'] })

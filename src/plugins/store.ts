@@ -14,8 +14,9 @@ declare module 'fastify' {
   }
 }
 
-function limits (config: Config): StoreLimits {
+function limits (config: Config, instanceId: string): StoreLimits {
   return {
+    instanceId,
     roomTtlS: config.ROOM_TTL_S,
     roomEmptyTtlS: config.ROOM_EMPTY_TTL_S,
     joinLimitMax: config.JOIN_RATE_LIMIT_MAX,
@@ -28,7 +29,7 @@ export default fp(async (fastify) => {
   const { config } = fastify
   if (!redisConfigured(config)) {
     fastify.log.warn('no REDIS_URL/REDIS_HOST: using the in-memory store; state is not shared, run a single instance only')
-    const store = createMemoryStore(limits(config))
+    const store = createMemoryStore(limits(config, fastify.lifecycle.instanceId))
     fastify.decorate('store', store)
     fastify.decorate('redis', null)
     fastify.addHook('onClose', async () => { await store.close() })
@@ -42,11 +43,11 @@ export default fp(async (fastify) => {
     // Not fatal: the client keeps reconnecting, /ready reports 503 meanwhile.
     fastify.log.warn({ err }, 'redis unreachable at startup; serving 503 for store-backed requests until it is back')
   }
-  const store = createRedisStore({ ...limits(config), redis, keyPrefix: config.KEY_PREFIX })
+  const store = createRedisStore({ ...limits(config, fastify.lifecycle.instanceId), redis, keyPrefix: config.KEY_PREFIX })
   fastify.decorate('store', store)
   fastify.decorate('redis', redis)
   fastify.addHook('onClose', async () => {
     await store.close()
     await redis.quit().catch(() => redis.disconnect())
   })
-}, { name: 'store', fastify: '5.x', dependencies: ['config'] })
+}, { name: 'store', fastify: '5.x', dependencies: ['config', 'lifecycle'] })

@@ -71,7 +71,7 @@ export function createMemoryStore (opts: MemoryStoreOptions): Store {
       room.members.add(peerId)
       room.expiresAt = expiresAt
       peers.set(peerId, { roomId, expiresAt })
-      return { ok: true, members: [...room.members] }
+      return { ok: true, members: [...room.members].map(member => ({ peerId: member, instance: opts.instanceId })) }
     },
 
     async leaveRoom (roomId, peerId) {

@@ -8,8 +8,10 @@ export const StoreUnavailableError = createError(
 )
 
 export type JoinFailure = 'room_not_found' | 'room_full'
+/** A room member and the instance that holds its connection. */
+export interface Member { peerId: string, instance: string }
 export type JoinResult =
-  | { ok: true, members: string[] }
+  | { ok: true, members: Member[] }
   | { ok: false, code: JoinFailure }
 
 export interface RateLimitResult {
@@ -21,6 +23,8 @@ export interface RateLimitResult {
 }
 
 export interface StoreLimits {
+  /** This instance's id, recorded with each member it joins. */
+  instanceId: string
   roomTtlS: number
   roomEmptyTtlS: number
   joinLimitMax: number
