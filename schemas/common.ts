@@ -27,5 +27,10 @@ export const ErrorResponseSchema = Type.Object({
   code: Type.Optional(Type.String()),
   error: Type.String(),
   message: Type.String()
-}, { $id: 'ErrorResponse', description: "Fastify's standard error body" })
+}, { description: "Fastify's standard error body" })
 export type ErrorResponse = Static<typeof ErrorResponseSchema>
+
+/** Response schemas for the error statuses a route can answer with. */
+export function errorResponses<const C extends readonly number[]> (...codes: C): { [K in C[number]]: typeof ErrorResponseSchema } {
+  return Object.fromEntries(codes.map(code => [code, ErrorResponseSchema])) as { [K in C[number]]: typeof ErrorResponseSchema }
+}

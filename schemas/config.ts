@@ -7,7 +7,7 @@ import { Type, type Static } from '@sinclair/typebox'
  * `fastify.config`. Booleans accept true/false/1/0/yes/no/on/off.
  */
 export const ConfigSchema = Type.Object({
-  NODE_ENV: Type.String({ default: 'development', description: 'Reported by /health; "production" flips the defaults of the *_ENABLED developer switches to false' }),
+  NODE_ENV: Type.String({ default: 'development', description: 'Reported by /health; "production" flips the defaults of LOGS_DEBUG_ENABLED, DOCS_ENABLED and DEMO_ENABLED to false' }),
   PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 3001 }),
   HOST: Type.String({ default: '0.0.0.0' }),
   LOG_LEVEL: Type.Union([
@@ -38,6 +38,8 @@ export const ConfigSchema = Type.Object({
   API_RATE_LIMIT_WINDOW_S: Type.Integer({ minimum: 1, default: 60 }),
 
   LOGS_DEBUG_ENABLED: Type.Boolean({ default: true, description: 'POST /api/logs_debug; defaults to false when NODE_ENV=production' }),
+  DOCS_ENABLED: Type.Boolean({ default: true, description: 'Swagger UI at /docs (/openapi.json is always served); defaults to false when NODE_ENV=production' }),
+  DEMO_ENABLED: Type.Boolean({ default: true, description: 'File-transfer demo at /demo; defaults to false when NODE_ENV=production' }),
   LOGS_DEBUG_MAX_BYTES: Type.Integer({ minimum: 16, default: 2048 }),
 
   STUN_URLS: Type.String({ default: 'stun:stun.l.google.com:19302', description: 'Comma-separated STUN URLs; empty for none' }),

@@ -8,6 +8,7 @@ import errorsPlugin from './plugins/errors'
 import lifecyclePlugin from './plugins/lifecycle'
 import metricsPlugin from './plugins/metrics'
 import storePlugin from './plugins/store'
+import docsPlugin from './plugins/docs'
 import signalingPlugin from './plugins/signaling'
 import healthRoutes from './routes/health'
 import metricsRoutes from './routes/metrics'
@@ -35,6 +36,7 @@ async function app (fastify: FastifyInstance, opts: AppOptions): Promise<void> {
     methods: ['GET', 'POST']
   })
 
+  await fastify.register(docsPlugin)
   await fastify.register(healthRoutes)
   await fastify.register(metricsRoutes)
   await fastify.register(apiRoutes, { prefix: '/api' })

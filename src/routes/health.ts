@@ -12,12 +12,16 @@ const healthRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     version,
     environment: fastify.config.NODE_ENV
   })
-  const healthSchema = { schema: { response: { 200: HealthResponseSchema } } }
+  const healthSchema = { schema: { tags: ['health'], summary: 'Liveness (never touches the store)', response: { 200: HealthResponseSchema } } }
   fastify.get('/health', healthSchema, async () => health())
   fastify.get('/api/health', healthSchema, async () => health())
 
   fastify.get('/ready', {
-    schema: { response: { 200: ReadyResponseSchema, 503: ReadyResponseSchema } }
+    schema: {
+      tags: ['health'],
+      summary: 'Readiness: store reachable and not shutting down',
+      response: { 200: ReadyResponseSchema, 503: ReadyResponseSchema }
+    }
   }, async (_request, reply) => {
     const shuttingDown = fastify.lifecycle.shuttingDown
     const storeOk = await fastify.store.ping().then(() => true, () => false)

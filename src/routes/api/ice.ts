@@ -1,10 +1,16 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { IceServersResponseSchema } from '../../../schemas/rest'
+import { errorResponses } from '../../../schemas/common'
 import { iceServers } from '../../services/ice'
 
 const iceRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.get('/ice_servers', {
-    schema: { response: { 200: IceServersResponseSchema } }
+    schema: {
+      tags: ['ice'],
+      summary: 'STUN/TURN servers for RTCPeerConnection',
+      description: 'With TURN_SECRET configured, TURN entries carry ephemeral credentials (TURN REST API: username `<unix expiry>:<id>`, credential base64(HMAC-SHA1(secret, username))).',
+      response: { 200: IceServersResponseSchema, ...errorResponses(429) }
+    }
   }, async (_request, reply) => {
     // Credentials are per request and expire: never let a cache hand them to someone else.
     reply.header('cache-control', 'no-store')

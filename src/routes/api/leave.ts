@@ -1,6 +1,7 @@
 import createError from '@fastify/error'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { LeaveRoomBodySchema, SuccessMessageSchema } from '../../../schemas/rest'
+import { errorResponses } from '../../../schemas/common'
 
 const ForbiddenError = createError('PRIVYDROP_FORBIDDEN', 'Unknown peer or wrong session token', 403)
 
@@ -10,7 +11,13 @@ const ForbiddenError = createError('PRIVYDROP_FORBIDDEN', 'Unknown peer or wrong
  */
 const leaveRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post('/leave_room', {
-    schema: { body: LeaveRoomBodySchema, response: { 200: SuccessMessageSchema } }
+    schema: {
+      tags: ['rooms'],
+      summary: 'Leave a room on behalf of a WebSocket session',
+      description: 'For `navigator.sendBeacon` on page unload. `token` is the session\'s current resumeToken; an unknown peer or a wrong token is 403. The other members get `peer-disconnected`. Works on any instance.',
+      body: LeaveRoomBodySchema,
+      response: { 200: SuccessMessageSchema, ...errorResponses(400, 403, 429, 503) }
+    }
   }, async (request) => {
     const { roomId, peerId, token } = request.body
     const result = await fastify.signaling.leaveWithToken(roomId, peerId, token)

@@ -1,11 +1,18 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { LogsDebugBodySchema, SuccessSchema } from '../../../schemas/rest'
+import { errorResponses } from '../../../schemas/common'
 
 /** Browser debug lines, written to the server log at debug level. Registered only when LOGS_DEBUG_ENABLED. */
 const logsRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   const maxBytes = fastify.config.LOGS_DEBUG_MAX_BYTES
   fastify.post('/logs_debug', {
-    schema: { body: LogsDebugBodySchema, response: { 200: SuccessSchema } }
+    schema: {
+      tags: ['tracking'],
+      summary: 'Write a client debug line to the server log',
+      description: 'Logged at debug level, truncated to LOGS_DEBUG_MAX_BYTES. 404 when LOGS_DEBUG_ENABLED is off (the default in production).',
+      body: LogsDebugBodySchema,
+      response: { 200: SuccessSchema, ...errorResponses(400, 429) }
+    }
   }, async (request) => {
     const { message, timestamp } = request.body
     const bytes = Buffer.from(message, 'utf8')

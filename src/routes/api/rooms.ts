@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { CheckRoomResponseSchema, GetRoomResponseSchema, RoomBodySchema, SuccessMessageSchema } from '../../../schemas/rest'
+import { errorResponses } from '../../../schemas/common'
 import { generateRoomId } from '../../services/room-ids'
 
 /** Ids this long are chosen by users to share (e.g. a team room): creating one that exists is not an error. */
@@ -16,7 +17,13 @@ const roomRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   const { store } = fastify
 
   fastify.post('/create_room', {
-    schema: { body: RoomBodySchema, response: { 200: SuccessMessageSchema } }
+    schema: {
+      tags: ['rooms'],
+      summary: 'Create a room with a chosen id',
+      description: '`success:false` when a live room has the id, except for ids of 8 or more characters, which are idempotent (the room is kept and its TTL not refreshed).',
+      body: RoomBodySchema,
+      response: { 200: SuccessMessageSchema, ...errorResponses(400, 429, 503) }
+    }
   }, async (request) => {
     const { roomId } = request.body
     if (await store.createRoom(roomId)) {
@@ -29,7 +36,12 @@ const roomRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   })
 
   fastify.get('/get_room', {
-    schema: { response: { 200: GetRoomResponseSchema } }
+    schema: {
+      tags: ['rooms'],
+      summary: 'Generate and create a fresh room',
+      description: '4 decimal digits while a free one is found within 10 tries, then 4 alphanumerics (50 tries), then longer ids. Never collides with a live room.',
+      response: { 200: GetRoomResponseSchema, ...errorResponses(429, 503) }
+    }
   }, async (request) => {
     const roomId = await generateRoomId((id) => store.createRoom(id))
     request.log.info({ roomId }, 'room generated')
@@ -37,7 +49,12 @@ const roomRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   })
 
   fastify.post('/check_room', {
-    schema: { body: RoomBodySchema, response: { 200: CheckRoomResponseSchema } }
+    schema: {
+      tags: ['rooms'],
+      summary: 'Check whether a room id is free',
+      body: RoomBodySchema,
+      response: { 200: CheckRoomResponseSchema, ...errorResponses(400, 429, 503) }
+    }
   }, async (request) => {
     return { available: !(await store.roomExists(request.body.roomId)) }
   })

@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { SuccessSchema, TrackBodySchema } from '../../../schemas/rest'
+import { errorResponses } from '../../../schemas/common'
 
 /** YYYY-MM-DD of the server's UTC day. */
 export function utcDay (nowMs = Date.now()): string {
@@ -8,7 +9,13 @@ export function utcDay (nowMs = Date.now()): string {
 
 const trackingRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post('/set_track', {
-    schema: { body: TrackBodySchema, response: { 200: SuccessSchema } }
+    schema: {
+      tags: ['tracking'],
+      summary: 'Count a referrer for today',
+      description: 'Increments `ref` in the referrer counts of the server\'s UTC day (kept 30 days).',
+      body: TrackBodySchema,
+      response: { 200: SuccessSchema, ...errorResponses(400, 429, 503) }
+    }
   }, async (request) => {
     // The client's timestamp is not trusted: counts go to the server's day.
     await fastify.store.incrementReferrer(utcDay(), request.body.ref)

@@ -1,0 +1,34 @@
+import fp from 'fastify-plugin'
+import swagger from '@fastify/swagger'
+import swaggerUi from '@fastify/swagger-ui'
+import { version } from '../../package.json'
+
+export const OPENAPI_INFO = {
+  title: 'PrivyDrop signaling server: REST API',
+  version,
+  description: 'Rooms, ICE servers and health of the PrivyDrop signaling server. The WebSocket protocol on /ws is described by asyncapi.json.'
+}
+
+/**
+ * OpenAPI 3.1 built from the live route schemas (the same TypeBox schemas
+ * that validate and serialize), served at /openapi.json; Swagger UI at /docs
+ * when DOCS_ENABLED. Registered before the routes so it sees all of them.
+ */
+export default fp(async (fastify) => {
+  await fastify.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: OPENAPI_INFO,
+      tags: [
+        { name: 'rooms', description: 'Creating, checking and leaving rooms' },
+        { name: 'ice', description: 'STUN/TURN configuration for RTCPeerConnection' },
+        { name: 'tracking', description: 'Referrer counts and client debug logs' },
+        { name: 'health', description: 'Liveness and readiness probes' }
+      ]
+    }
+  })
+  fastify.get('/openapi.json', { schema: { hide: true } }, async () => fastify.swagger())
+  if (fastify.config.DOCS_ENABLED) {
+    await fastify.register(swaggerUi, { routePrefix: '/docs' })
+  }
+}, { name: 'docs', fastify: '5.x', dependencies: ['config'] })

@@ -1,0 +1,43 @@
+import t from 'tap'
+import { readFileSync } from 'node:fs'
+import { Parser } from '@asyncapi/parser'
+import { generateSchemaFiles } from '../src/docs/generate'
+import { buildTestApp } from './helper'
+
+t.test('the committed schema files are what the code produces (run `npm run schemas` after a change)', async (t) => {
+  const files = await generateSchemaFiles()
+  t.same(Object.keys(files).sort(), ['asyncapi.json', 'messages.schema.json', 'openapi.json'])
+  for (const [name, doc] of Object.entries(files)) {
+    const committed = JSON.parse(readFileSync(`schemas/${name}`, 'utf8')) as unknown
+    t.same(committed, JSON.parse(JSON.stringify(doc)), `schemas/${name} is up to date`)
+  }
+})
+
+t.test('asyncapi.json is a valid AsyncAPI 3.0 document covering every message', async (t) => {
+  const doc = JSON.parse(readFileSync('schemas/asyncapi.json', 'utf8')) as Record<string, any>
+  const diagnostics = await new Parser().validate(doc)
+  const errors = diagnostics.filter(d => d.severity === 0)
+  t.same(errors.map(e => `${e.path.join('.')}: ${e.message}`), [], 'no validation errors')
+  const messages = Object.keys(doc['components'].messages)
+  for (const name of ['ClientJoin', 'ClientLeave', 'ClientOffer', 'ClientAnswer', 'ClientIceCandidate', 'ClientInitiatorOnline', 'ClientRecipientReady', 'ClientPing',
+    'ServerWelcome', 'ServerJoinResponse', 'ServerLeaveResponse', 'ServerReady', 'ServerOffer', 'ServerAnswer', 'ServerIceCandidate',
+    'ServerInitiatorOnline', 'ServerRecipientReady', 'ServerPeerDisconnected', 'ServerPong', 'ServerError']) {
+    t.ok(messages.includes(name), `${name} documented`)
+  }
+  t.same(doc['operations'].receiveJoin.reply.messages.map((m: { $ref: string }) => m.$ref.split('/').pop()), ['ServerJoinResponse', 'ServerError'], 'join is answered by joinResponse or error')
+  t.match(doc['info'].description, /peer_not_found/, 'error codes documented')
+})
+
+t.test('/openapi.json serves the committed document; Swagger UI follows DOCS_ENABLED', async (t) => {
+  const app = await buildTestApp(t, { LOGS_DEBUG_ENABLED: 'true', DOCS_ENABLED: 'true' })
+  const served = (await app.inject('/openapi.json')).json()
+  t.same(served, JSON.parse(readFileSync('schemas/openapi.json', 'utf8')))
+  t.equal(served.openapi, '3.1.0')
+  t.ok(served.paths['/api/create_room'].post.requestBody, 'bodies documented')
+  t.notOk(served.paths['/ws'], 'the WebSocket is described by AsyncAPI, not OpenAPI')
+  t.equal((await app.inject('/docs')).statusCode, 200)
+
+  const prod = await buildTestApp(t, { NODE_ENV: 'production' })
+  t.equal((await prod.inject('/docs')).statusCode, 404, 'no Swagger UI in production by default')
+  t.equal((await prod.inject('/openapi.json')).statusCode, 200)
+})
