@@ -68,7 +68,7 @@ t.test('types generated from the published schemas type-check a client', async (
   t.equal(tsc.status, 0, `the client compiles against the generated types\n${tsc.stdout}${tsc.stderr}`)
 
   // And the check has teeth: a client using a field the schema does not have fails.
-  writeFileSync(join(dir, 'broken.ts'), `import type { ServerWelcome } from './messages'\nexport const x = (w: ServerWelcome): string => w.data.sessionKey\n`)
+  writeFileSync(join(dir, 'broken.ts'), 'import type { ServerWelcome } from \'./messages\'\nexport const x = (w: ServerWelcome): string => w.data.sessionKey\n')
   const broken = spawnSync(process.execPath, ['node_modules/typescript/bin/tsc', '--noEmit', '--strict', '--skipLibCheck', join(dir, 'broken.ts')], { encoding: 'utf8' })
   t.not(broken.status, 0, 'a client using a field that does not exist does not compile')
 })
