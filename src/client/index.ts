@@ -341,7 +341,10 @@ export class SignalingClient {
     this.welcomed = false
     this.stopPing()
     try {
-      ws?.close(code, reason)
+      // Node's ws can drop the TCP connection at once; a browser socket can only close.
+      const terminate = (ws as { terminate?: () => void } | null)?.terminate
+      if (typeof terminate === 'function') terminate.call(ws)
+      else ws?.close(code, reason)
     } catch { /* already closing */ }
     this.emit('close', { code, reason, willReconnect: true })
   }
