@@ -24,7 +24,8 @@ const healthRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     }
   }, async (_request, reply) => {
     const shuttingDown = fastify.lifecycle.shuttingDown
-    const storeOk = await fastify.store.ping().then(() => true, () => false)
+    // In a cluster an instance that cannot hear the others is not ready either.
+    const storeOk = await fastify.store.ping().then(() => fastify.signaling.reachable(), () => false)
     const ready = storeOk && !shuttingDown
     return reply.status(ready ? 200 : 503).send({
       status: ready ? 'ready' : 'unavailable',

@@ -42,6 +42,8 @@ export interface Transport {
 
 /** Cross-instance services (Redis mode); absent on a single in-memory instance. */
 export interface ClusterLink {
+  /** Whether this instance currently receives what the others publish to it. */
+  readonly subscribed: boolean
   publish (instance: string, payload: string): Promise<void>
   createSession (peerId: string, secretHash: string): Promise<unknown>
   readSession (peerId: string): Promise<{ secret: string, room: string, instance: string } | null>
@@ -304,8 +306,12 @@ export function createSignalingHub (opts: HubOptions) {
     session.graceTimer = null
     sessions.delete(session.peerId)
     session.held = []
-    leaveRoom(session)
-      .then(() => cluster?.endSession(session.peerId))
+    // The shared record goes first, so once the room hears of the departure
+    // the token can no longer resume anywhere (one Redis round trip).
+    const forgotten = cluster === undefined ? Promise.resolve() : cluster.endSession(session.peerId)
+    forgotten
+      .catch((err: unknown) => session.log.warn({ err }, 'could not end the session in the store; it expires with its TTL'))
+      .then(() => leaveRoom(session))
       .catch((err: unknown) => {
         session.log.warn({ err }, 'could not remove a departed peer from the store; its entries expire with their TTL')
       })
@@ -790,6 +796,11 @@ export function createSignalingHub (opts: HubOptions) {
 
     /** A message published to this instance by another one. */
     onBus,
+
+    /** False while, in Redis mode, this instance cannot hear the other instances. */
+    reachable (): boolean {
+      return cluster?.subscribed ?? true
+    },
 
     /**
      * Sessions of a dead instance were ended (by this instance, after the

@@ -124,6 +124,16 @@ export function createRedisCluster (opts: RedisClusterOptions) {
   opts.subscriber.on('message', (channel: string, payload: string) => {
     if (channel === ownChannel) opts.onMessage(payload)
   })
+  // Subscribe on every (re)connection: ioredis replays only subscriptions that
+  // once succeeded, and a first attempt fails while Redis is unreachable.
+  let subscribed = false
+  const subscribe = (): void => {
+    opts.subscriber.subscribe(ownChannel).then(() => { subscribed = true }, (err: unknown) => {
+      opts.log.warn({ err }, 'could not subscribe to this instance\'s channel yet; retrying on reconnect')
+    })
+  }
+  opts.subscriber.on('ready', subscribe)
+  opts.subscriber.on('close', () => { subscribed = false })
   redis.on('ready', () => { healthySince ??= Date.now() })
   redis.on('close', () => { healthySince = null })
   if (redis.status === 'ready') healthySince = Date.now()
@@ -177,11 +187,15 @@ export function createRedisCluster (opts: RedisClusterOptions) {
     instanceId: opts.instanceId,
 
     async start (): Promise<void> {
-      await opts.subscriber.subscribe(ownChannel).catch((err: unknown) => {
-        // ioredis re-subscribes by itself once Redis is reachable.
-        opts.log.warn({ err }, 'could not subscribe yet; will subscribe when Redis is reachable')
-      })
+      if (opts.subscriber.status === 'ready') {
+        await opts.subscriber.subscribe(ownChannel).then(() => { subscribed = true }, () => {})
+      }
       beat()
+    },
+
+    /** Whether this instance currently receives what others publish to it. */
+    get subscribed (): boolean {
+      return subscribed
     },
 
     /** Fire-and-forget for the caller, but failures surface (relay → `unavailable`). */

@@ -13,7 +13,7 @@ export interface ServerProcess {
   exited: Promise<{ code: number | null, signal: NodeJS.Signals | null }>
 }
 
-/** Starts `node dist/server.js` as a real process on a free port and waits until it is healthy. */
+/** Starts `node dist/server.js` as a real process on a free port and waits until it is ready. */
 export async function startServer (t: Teardown, env: Record<string, string> = {}): Promise<ServerProcess> {
   if (!existsSync('dist/server.js')) throw new Error('dist/server.js missing: run npm run build (npm test does)')
   const port = await freePort()
@@ -32,7 +32,7 @@ export async function startServer (t: Teardown, env: Record<string, string> = {}
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`server exited early (${child.exitCode}): ${out}`)
     try {
-      if ((await fetch(`${http}/health`)).ok) return { child, port, http, ws: `ws://127.0.0.1:${port}/ws`, output: () => out, exited }
+      if ((await fetch(`${http}/ready`)).ok) return { child, port, http, ws: `ws://127.0.0.1:${port}/ws`, output: () => out, exited }
     } catch {}
     await new Promise(resolve => setTimeout(resolve, 50))
   }
