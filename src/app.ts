@@ -14,6 +14,7 @@ import healthRoutes from './routes/health'
 import metricsRoutes from './routes/metrics'
 import apiRoutes from './routes/api'
 import wsRoutes from './routes/ws'
+import demoRoutes from './routes/demo'
 
 export interface AppOptions {
   /** Configuration variables; defaults to the process environment. */
@@ -41,6 +42,7 @@ async function app (fastify: FastifyInstance, opts: AppOptions): Promise<void> {
   await fastify.register(metricsRoutes)
   await fastify.register(apiRoutes, { prefix: '/api' })
   await fastify.register(wsRoutes)
+  if (fastify.config.DEMO_ENABLED) await fastify.register(demoRoutes)
 }
 
 export const buildApp = fp(app, { name: 'privydrop-app', fastify: '5.x' })
