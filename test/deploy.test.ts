@@ -70,9 +70,14 @@ async function stop (child: ChildProcess): Promise<void> {
 t.test('nginx from deploy/nginx: WebSocket sessions across two instances, X-Forwarded-For handled', async (t) => {
   const redis = await startRedis(t, { own: true })
   const env = {
-    REDIS_URL: redis.url, KEY_PREFIX: redis.prefix, DISABLE_JOIN_RATE_LIMIT: 'true', LOG_LEVEL: 'warn',
+    REDIS_URL: redis.url,
+    KEY_PREFIX: redis.prefix,
+    DISABLE_JOIN_RATE_LIMIT: 'true',
+    LOG_LEVEL: 'warn',
     // nginx connects from 127.0.0.1: only it is believed.
-    TRUST_PROXY: '127.0.0.1', API_RATE_LIMIT_MAX: '3', API_RATE_LIMIT_WINDOW_S: '60'
+    TRUST_PROXY: '127.0.0.1',
+    API_RATE_LIMIT_MAX: '3',
+    API_RATE_LIMIT_WINDOW_S: '60'
   }
   const [one, two] = await Promise.all([startServer(t, { ...env, INSTANCE_ID: 'ngx-1' }), startServer(t, { ...env, INSTANCE_ID: 'ngx-2' })])
   if (one === undefined || two === undefined) throw new Error('two servers expected')
