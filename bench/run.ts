@@ -1,0 +1,543 @@
+/*
+ * npm run bench        full run: every workload, every mode, twice; medians.
+ * npm run bench:smoke  seconds, tiny numbers: checks the workloads complete
+ *                      with nothing lost (never timings); run by .ci/run.
+ *
+ * Targets (servers, Redis) run pinned to core 0 with `taskset -c 0`; this
+ * process, the load generator, pins itself to core 1. The primary figures are
+ * CPU costs per operation read from /proc/PID/stat over the measured window
+ * (server, plus Redis in Redis mode), which hold whichever side saturated;
+ * throughput is reported beside them, and a warning when the generator was
+ * the bottleneck. Only 127.0.0.1 is used.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { readFileSync, writeFileSync, mkdirSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { randomBytes } from 'node:crypto'
+import { join } from 'node:path'
+import WebSocket from 'ws'
+
+const SMOKE = process.argv.includes('--smoke')
+const ONLY = process.argv.find(a => a.startsWith('--only='))?.slice(7).split(',')
+const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100
+const ROOT = join(__dirname, '..', '..')
+
+const P = SMOKE
+  ? { runs: 1, relayPairs: 5, relaySteps: [500], relayFixed: 500, stepMs: 1000, sessionsConcurrency: 5, sessionsMs: 2000, idle: 100 }
+  : { runs: 2, relayPairs: 500, relaySteps: [5000, 10000, 20000, 30000, 40000, 60000, 80000], relayFixed: 20000, stepMs: 3000, sessionsConcurrency: 200, sessionsMs: 8000, idle: 10000 }
+
+// --- processes ------------------------------------------------------------------
+
+async function freePort (): Promise<number> {
+  return await new Promise((resolve) => {
+    const srv = createServer()
+    srv.listen(0, '127.0.0.1', () => {
+      const address = srv.address()
+      srv.close(() => resolve(typeof address === 'object' && address !== null ? address.port : 0))
+    })
+  })
+}
+
+const children = new Set<ChildProcess>()
+process.on('exit', () => { for (const c of children) c.kill('SIGKILL') })
+
+function pinned (cmd: string, args: string[], env: Record<string, string> = {}): ChildProcess {
+  const child = spawn('taskset', ['-c', '0', cmd, ...args], { env: { PATH: process.env['PATH'] ?? '', ...env }, stdio: ['ignore', 'ignore', 'inherit'] })
+  children.add(child)
+  child.once('exit', () => children.delete(child))
+  return child
+}
+
+async function stop (child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return
+  const exited = new Promise(resolve => child.once('exit', resolve))
+  child.kill('SIGKILL')
+  await exited
+}
+
+async function waitHttp (url: string): Promise<void> {
+  for (let i = 0; i < 300; i++) {
+    try {
+      const res = await fetch(url, { method: url.endsWith('create_room') ? 'POST' : 'GET', headers: { 'content-type': 'application/json' }, body: url.endsWith('create_room') ? '{"roomId":"probe"}' : undefined })
+      if (res.status < 500) return
+    } catch {}
+    await sleep(50)
+  }
+  throw new Error(`${url} did not come up`)
+}
+
+interface Redis { port: number, child: ChildProcess }
+async function startRedis (): Promise<Redis> {
+  const port = await freePort()
+  const child = pinned('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning'])
+  for (let i = 0; i < 100; i++) {
+    if (spawnSync('redis-cli', ['-p', String(port), 'ping'], { encoding: 'utf8' }).stdout.trim() === 'PONG') return { port, child }
+    await sleep(30)
+  }
+  throw new Error('redis-server did not start')
+}
+
+function redisCommands (redis: Redis): number {
+  const info = spawnSync('redis-cli', ['-p', String(redis.port), 'info', 'commandstats'], { encoding: 'utf8' }).stdout
+  let total = 0
+  for (const m of info.matchAll(/^cmdstat_(\w+):calls=(\d+)/gm)) if (m[1] !== 'info') total += Number(m[2])
+  return total
+}
+
+interface Target { name: string, urls: Array<{ http: string, ws: string }>, pids: number[], children: ChildProcess[], redis?: Redis }
+
+type Mode = 'floor' | 'memory' | 'redis' | 'cross'
+
+async function startTarget (mode: Mode): Promise<Target> {
+  const serverEnv = {
+    LOG_LEVEL: 'warn',
+    NODE_ENV: 'production',
+    DISABLE_JOIN_RATE_LIMIT: 'true',
+    API_RATE_LIMIT_MAX: '100000000',
+    MAX_CONNECTIONS_PER_IP: '100000',
+    WS_RATE_PER_S: '100000',
+    WS_RATE_BURST: '100000',
+    STUN_URLS: ''
+  }
+  const start = async (env: Record<string, string>, script: string) => {
+    const port = await freePort()
+    const child = pinned(process.execPath, [script], { ...env, PORT: String(port), HOST: '127.0.0.1' })
+    const http = `http://127.0.0.1:${port}`
+    await waitHttp(script.includes('floor') ? `${http}/api/create_room` : `${http}/ready`)
+    return { child, url: { http, ws: `ws://127.0.0.1:${port}/ws` } }
+  }
+  if (mode === 'floor') {
+    const { child, url } = await start({}, join(ROOT, 'dist/bench/floor.js'))
+    return { name: mode, urls: [url], pids: [child.pid ?? 0], children: [child] }
+  }
+  if (mode === 'memory') {
+    const { child, url } = await start(serverEnv, join(ROOT, 'dist/server.js'))
+    return { name: mode, urls: [url], pids: [child.pid ?? 0], children: [child] }
+  }
+  const redis = await startRedis()
+  const env = { ...serverEnv, REDIS_URL: `redis://127.0.0.1:${redis.port}` }
+  const count = mode === 'cross' ? 2 : 1
+  const started = []
+  for (let i = 0; i < count; i++) started.push(await start({ ...env, INSTANCE_ID: `bench-${i + 1}` }, join(ROOT, 'dist/server.js')))
+  return {
+    name: mode,
+    urls: started.map(s => s.url),
+    pids: [...started.map(s => s.child.pid ?? 0), redis.child.pid ?? 0],
+    children: [...started.map(s => s.child), redis.child],
+    redis
+  }
+}
+
+async function stopTarget (target: Target): Promise<void> {
+  for (const c of target.children) await stop(c)
+}
+
+function cpuSeconds (pids: number[]): number {
+  let ticks = 0
+  for (const pid of pids) {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    ticks += Number(fields[11]) + Number(fields[12]) // utime, stime
+  }
+  return ticks / CLK_TCK
+}
+
+function rssKiB (pid: number): number {
+  return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0)
+}
+
+/** Starts a measured window: CPU of the targets (and of this generator) from now on. */
+function measure (pids: number[]) {
+  const cpuStart = cpuSeconds(pids)
+  const t0 = performance.now()
+  const gen0 = process.cpuUsage()
+  return () => {
+    const elapsedS = (performance.now() - t0) / 1000
+    const gen = process.cpuUsage(gen0)
+    return { elapsedS, serverCpuS: cpuSeconds(pids) - cpuStart, generatorCpuShare: (gen.user + gen.system) / 1e6 / elapsedS }
+  }
+}
+
+// --- simulated browsers ------------------------------------------------------------
+
+interface Frame { type: string, data: any, id?: string }
+
+class Peer {
+  ws!: WebSocket
+  id = ''
+  private waiters: Array<{ type: string, resolve: (f: Frame) => void }> = []
+  onFrame: ((f: Frame, raw: string) => void) | null = null
+
+  static async open (url: string): Promise<Peer> {
+    const peer = new Peer()
+    peer.ws = new WebSocket(url, { perMessageDeflate: false })
+    peer.ws.on('error', () => {})
+    peer.ws.on('message', (raw) => peer.dispatch(raw.toString()))
+    const welcome = await peer.wait('welcome')
+    peer.id = welcome.data.peerId
+    return peer
+  }
+
+  private dispatch (raw: string): void {
+    const frame = JSON.parse(raw) as Frame
+    const i = this.waiters.findIndex(w => w.type === frame.type)
+    if (i >= 0) {
+      const [w] = this.waiters.splice(i, 1)
+      w?.resolve(frame)
+      return
+    }
+    this.onFrame?.(frame, raw)
+  }
+
+  wait (type: string, timeoutMs = 20_000): Promise<Frame> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`timeout waiting for ${type}`)), timeoutMs)
+      this.waiters.push({ type, resolve: (f) => { clearTimeout(timer); resolve(f) } })
+    })
+  }
+
+  send (type: string, data: unknown, id?: string): void {
+    this.ws.send(JSON.stringify(id === undefined ? { type, data } : { type, data, id }))
+  }
+
+  async join (roomId: string): Promise<void> {
+    const reply = this.wait('joinResponse')
+    this.send('join', { roomId }, 'j')
+    const res = await reply
+    if (res.data.success !== true) throw new Error(`join failed: ${JSON.stringify(res.data)}`)
+  }
+
+  close (): Promise<void> {
+    return new Promise(resolve => {
+      this.ws.once('close', () => resolve())
+      this.ws.close(1000)
+    })
+  }
+}
+
+async function createRoom (http: string, roomId: string): Promise<void> {
+  const res = await fetch(`${http}/api/create_room`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ roomId }) })
+  if (!res.ok) throw new Error(`create_room ${res.status}`)
+  await res.arrayBuffer()
+}
+
+async function pool<T> (items: T[], concurrency: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (next < items.length) {
+      const item = items[next++] as T
+      await fn(item)
+    }
+  }))
+}
+
+const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms))
+const quantile = (sorted: number[], q: number) => sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number
+const median = (xs: number[]) => quantile([...xs].sort((a, b) => a - b), 0.5)
+const roomName = () => randomBytes(9).toString('base64url').replace(/[^A-Za-z0-9]/g, 'x')
+
+// --- workloads -------------------------------------------------------------------
+
+async function joinedPairs (target: Target, pairs: number) {
+  const out: Array<{ a: Peer, b: Peer }> = []
+  const [first, second] = [target.urls[0], target.urls[target.urls.length - 1]]
+  if (first === undefined || second === undefined) throw new Error('no target url')
+  await pool(Array.from({ length: pairs }, (_, i) => i), 50, async () => {
+    const roomId = roomName()
+    await createRoom(first.http, roomId)
+    const a = await Peer.open(first.ws)
+    const b = await Peer.open(second.ws)
+    await a.join(roomId)
+    const ready = a.wait('ready')
+    await b.join(roomId)
+    await ready
+    out.push({ a, b })
+  })
+  return out
+}
+
+interface RelayStep { offered: number, sent: number, delivered: number, deliveredPerS: number, lost: number, orderViolations: number, p50Ms: number, p99Ms: number, maxMs: number, cpuUsPerMsg: number, generatorCpu: number, redisCmdsPerMsg?: number }
+
+async function relay (target: Target): Promise<{ steps: RelayStep[], maxOk: number, generatorBound: boolean }> {
+  const pairs = await joinedPairs(target, P.relayPairs)
+  const steps: RelayStep[] = []
+  for (const offered of P.relaySteps) {
+    let sent = 0
+    let delivered = 0
+    let orderViolations = 0
+    const latencies: number[] = []
+    const lastSeq = new Map<Peer, number>()
+    for (const { b } of pairs) {
+      lastSeq.set(b, -1)
+      b.onFrame = (frame) => {
+        if (frame.type !== 'ice-candidate') return
+        const [seqText, sentAt] = String(frame.data.candidate.candidate).split(' ')
+        const seq = Number(seqText)
+        if (seq <= (lastSeq.get(b) ?? -1)) orderViolations++
+        lastSeq.set(b, seq)
+        delivered++
+        latencies.push(performance.now() - Number(sentAt))
+      }
+    }
+    const seqs = new Map<Peer, number>()
+    const cmds0 = target.redis === undefined ? 0 : redisCommands(target.redis)
+    const done = measure(target.pids)
+    const tickMs = 10
+    // Catch up on a late tick, but never with more than four ticks' worth at once.
+    const maxBurst = Math.ceil(offered * tickMs / 1000) * 4
+    let cursor = 0
+    const started = performance.now()
+    await new Promise<void>((resolve) => {
+      const timer = setInterval(() => {
+        const due = Math.floor((performance.now() - started) / 1000 * offered) - sent
+        for (let i = 0; i < Math.min(due, maxBurst); i++) {
+          const pair = pairs[cursor++ % pairs.length]
+          if (pair === undefined) continue
+          const seq = (seqs.get(pair.a) ?? -1) + 1
+          seqs.set(pair.a, seq)
+          pair.a.send('ice-candidate', { peerId: pair.b.id, candidate: { candidate: `${seq} ${performance.now()}`, sdpMLineIndex: 0 } })
+          sent++
+        }
+        if (performance.now() - started >= P.stepMs) {
+          clearInterval(timer)
+          resolve()
+        }
+      }, tickMs)
+    })
+    const drainUntil = performance.now() + 2000
+    while (performance.now() < drainUntil) {
+      if (delivered >= sent) break // counted by the receivers' handlers
+      await sleep(20)
+    }
+    const w = done()
+    const sorted = latencies.sort((x, y) => x - y)
+    const step: RelayStep = {
+      offered,
+      sent,
+      delivered,
+      deliveredPerS: Math.round(delivered / (P.stepMs / 1000)),
+      lost: sent - delivered,
+      orderViolations,
+      p50Ms: round(quantile(sorted, 0.5), 2),
+      p99Ms: round(quantile(sorted, 0.99), 2),
+      maxMs: round(sorted[sorted.length - 1] ?? NaN, 2),
+      cpuUsPerMsg: round(w.serverCpuS * 1e6 / Math.max(1, delivered), 2),
+      generatorCpu: round(w.generatorCpuShare, 2)
+    }
+    if (target.redis !== undefined) step.redisCmdsPerMsg = round((redisCommands(target.redis) - cmds0) / Math.max(1, delivered), 3)
+    steps.push(step)
+    log(`  relay ${target.name} ${offered}/s: delivered ${step.deliveredPerS}/s lost ${step.lost} order ${orderViolations} p99 ${step.p99Ms} ms, ${step.cpuUsPerMsg} µs CPU/msg, generator ${Math.round(step.generatorCpu * 100)}%`)
+    if (step.lost > 0 || step.p99Ms > 50) break
+    await sleep(300)
+  }
+  await Promise.all(pairs.flatMap(({ a, b }) => [a.close(), b.close()]))
+  const ok = steps.filter(s => s.lost === 0 && s.orderViolations === 0 && s.p99Ms < 50)
+  const last = steps[steps.length - 1]
+  return { steps, maxOk: ok.length === 0 ? 0 : Math.max(...ok.map(s => s.offered)), generatorBound: last !== undefined && last.generatorCpu > 0.9 }
+}
+
+const SDP = 'v=0\r\n' + 'a=candidate-or-codec-line-padding-to-about-3kb\r\n'.repeat(64)
+
+async function sessions (target: Target): Promise<{ sessions: number, perS: number, p50Ms: number, p99Ms: number, cpuMsPerSession: number, generatorCpu: number }> {
+  const [first, second] = [target.urls[0], target.urls[target.urls.length - 1]]
+  if (first === undefined || second === undefined) throw new Error('no target url')
+  const times: number[] = []
+  const one = async () => {
+    const t0 = performance.now()
+    const roomId = roomName()
+    await createRoom(first.http, roomId)
+    const [a, b] = await Promise.all([Peer.open(first.ws), Peer.open(second.ws)])
+    await a.join(roomId)
+    const ready = a.wait('ready')
+    await b.join(roomId)
+    await ready
+    const offer = b.wait('offer')
+    a.send('offer', { peerId: b.id, offer: { type: 'offer', sdp: SDP } })
+    await offer
+    const answer = a.wait('answer')
+    b.send('answer', { peerId: a.id, answer: { type: 'answer', sdp: SDP } })
+    await answer
+    let toA = 0
+    let toB = 0
+    const allIn = new Promise<void>((resolve) => {
+      const check = () => { if (toA === 10 && toB === 10) resolve() }
+      a.onFrame = (f) => { if (f.type === 'ice-candidate') { toA++; check() } }
+      b.onFrame = (f) => { if (f.type === 'ice-candidate') { toB++; check() } }
+    })
+    for (let i = 0; i < 10; i++) {
+      a.send('ice-candidate', { peerId: b.id, candidate: { candidate: `candidate:${i} 1 udp 2122260223 192.0.2.1 ${50000 + i} typ host`, sdpMid: '0', sdpMLineIndex: 0 } })
+      b.send('ice-candidate', { peerId: a.id, candidate: { candidate: `candidate:${i} 1 udp 2122260223 192.0.2.2 ${51000 + i} typ host`, sdpMid: '0', sdpMLineIndex: 0 } })
+    }
+    await allIn
+    await Promise.all([a.close(), b.close()])
+    times.push(performance.now() - t0)
+  }
+  const done = measure(target.pids)
+  const stopAt = performance.now() + P.sessionsMs
+  await Promise.all(Array.from({ length: P.sessionsConcurrency }, async () => {
+    while (performance.now() < stopAt) await one()
+  }))
+  const w = done()
+  const sorted = times.sort((x, y) => x - y)
+  const result = {
+    sessions: times.length,
+    perS: round(times.length / w.elapsedS, 1),
+    p50Ms: round(quantile(sorted, 0.5), 1),
+    p99Ms: round(quantile(sorted, 0.99), 1),
+    cpuMsPerSession: round(w.serverCpuS * 1000 / Math.max(1, times.length), 3),
+    generatorCpu: round(w.generatorCpuShare, 2)
+  }
+  log(`  sessions ${target.name}: ${result.sessions} (${result.perS}/s), p50 ${result.p50Ms} ms p99 ${result.p99Ms} ms, ${result.cpuMsPerSession} ms CPU/session, generator ${Math.round(result.generatorCpu * 100)}%`)
+  return result
+}
+
+async function idle (target: Target): Promise<{ connections: number, connectsPerS: number, rssKiBPerConn: number }> {
+  const url = target.urls[0]
+  const pid = target.pids[0]
+  if (url === undefined || pid === undefined) throw new Error('no target')
+  await sleep(500)
+  const base = rssKiB(pid)
+  const rooms = Array.from({ length: P.idle / 2 }, roomName)
+  await pool(rooms, 20, (roomId) => createRoom(url.http, roomId))
+  const peers: Peer[] = []
+  const t0 = performance.now()
+  await pool(rooms, 100, async (roomId) => {
+    for (let k = 0; k < 2; k++) {
+      const peer = await Peer.open(url.ws)
+      await peer.join(roomId)
+      peers.push(peer)
+    }
+  })
+  const connectsPerS = round(peers.length / ((performance.now() - t0) / 1000), 0)
+  await sleep(3000)
+  const perConn = round((rssKiB(pid) - base) / peers.length, 2)
+  log(`  idle ${target.name}: ${peers.length} joined connections, ${connectsPerS} connects/s, ${perConn} KiB RSS each`)
+  for (const p of peers) p.ws.terminate()
+  return { connections: peers.length, connectsPerS, rssKiBPerConn: perConn }
+}
+
+// --- driver -----------------------------------------------------------------------
+
+const round = (x: number, digits: number) => Number.isFinite(x) ? Math.round(x * 10 ** digits) / 10 ** digits : x
+function log (line: string): void {
+  process.stdout.write(line + '\n')
+}
+
+type Runs = Record<string, Record<string, any[]>>
+
+async function main (): Promise<void> {
+  if (!process.env['PRIVYDROP_BENCH_PINNED']) {
+    // Re-exec pinned to core 1 so the generator never competes with the targets.
+    const child = spawn('taskset', ['-c', '1', process.execPath, ...process.execArgv, __filename, ...process.argv.slice(2)], { stdio: 'inherit', env: { ...process.env, PRIVYDROP_BENCH_PINNED: '1' } })
+    child.on('exit', (code) => process.exit(code ?? 1))
+    return
+  }
+  const plan: Array<[string, Mode[]]> = [
+    ['relay', ['floor', 'memory', 'redis', 'cross']],
+    ['sessions', ['floor', 'memory', 'redis', 'cross']],
+    ['idle', ['floor', 'memory', 'redis']]
+  ]
+  const runs: Runs = {}
+  for (let run = 1; run <= P.runs; run++) {
+    for (const [workload, modes] of plan) {
+      if (ONLY !== undefined && !ONLY.includes(workload)) continue
+      for (const mode of modes) {
+        log(`run ${run}: ${workload} on ${mode}`)
+        const target = await startTarget(mode)
+        try {
+          const result = workload === 'relay' ? await relay(target) : workload === 'sessions' ? await sessions(target) : await idle(target)
+          ;((runs[workload] ??= {})[mode] ??= []).push(result)
+        } finally {
+          await stopTarget(target)
+        }
+      }
+    }
+  }
+
+  const summary = summarize(runs)
+  printTable(summary)
+  const machine = { cpus: (readFileSync('/proc/cpuinfo', 'utf8').match(/^model name\s*:\s*(.+)$/m)?.[1] ?? 'unknown'), cores: Number(spawnSync('nproc', { encoding: 'utf8' }).stdout.trim()), node: process.version }
+  mkdirSync(join(ROOT, 'bench/results'), { recursive: true })
+  const file = join(ROOT, 'bench/results', `${SMOKE ? 'smoke' : 'bench'}-${new Date().toISOString().replace(/[:.]/g, '-')}.json`)
+  writeFileSync(file, JSON.stringify({ smoke: SMOKE, params: P, machine, summary, runs }, null, 2) + '\n')
+  log(`\nresults: ${file}`)
+
+  if (SMOKE) {
+    // The smoke run asserts completion only, never timings.
+    const problems: string[] = []
+    for (const [mode, list] of Object.entries(runs['relay'] ?? {})) {
+      for (const r of list) for (const s of r.steps as RelayStep[]) if (s.lost > 0 || s.orderViolations > 0) problems.push(`relay ${mode}: lost ${s.lost}, out of order ${s.orderViolations}`)
+    }
+    for (const [mode, list] of Object.entries(runs['sessions'] ?? {})) for (const r of list) if (r.sessions === 0) problems.push(`sessions ${mode}: none completed`)
+    for (const [mode, list] of Object.entries(runs['idle'] ?? {})) for (const r of list) if (r.connections !== P.idle) problems.push(`idle ${mode}: ${r.connections}/${P.idle} connections`)
+    if (problems.length > 0) {
+      log('bench:smoke FAILED\n' + problems.join('\n'))
+      process.exit(1)
+    }
+    log('bench:smoke: every workload completed with nothing lost')
+  }
+  process.exit(0)
+}
+
+function summarize (runs: Runs) {
+  const relayAt = (mode: string, key: keyof RelayStep) => median((runs['relay']?.[mode] ?? []).map(r => (r.steps as RelayStep[]).find(s => s.offered === P.relayFixed)?.[key] as number).filter(x => x !== undefined && Number.isFinite(x)))
+  const of = (workload: string, mode: string, key: string) => median((runs[workload]?.[mode] ?? []).map(r => r[key] as number))
+  const modes = ['floor', 'memory', 'redis', 'cross']
+  const out: Record<string, Record<string, number | boolean>> = {}
+  for (const mode of modes) {
+    out[mode] = {
+      relayCpuUsPerMsg: relayAt(mode, 'cpuUsPerMsg'),
+      relayP99MsAtFixed: relayAt(mode, 'p99Ms'),
+      relayRedisCmdsPerMsg: relayAt(mode, 'redisCmdsPerMsg'),
+      relayMaxOk: of('relay', mode, 'maxOk'),
+      relayGeneratorBound: (runs['relay']?.[mode] ?? []).some(r => r.generatorBound === true),
+      sessionCpuMs: of('sessions', mode, 'cpuMsPerSession'),
+      sessionsPerS: of('sessions', mode, 'perS'),
+      sessionP50Ms: of('sessions', mode, 'p50Ms'),
+      sessionP99Ms: of('sessions', mode, 'p99Ms'),
+      idleRssKiB: of('idle', mode, 'rssKiBPerConn'),
+      idleConnectsPerS: of('idle', mode, 'connectsPerS')
+    }
+  }
+  return out
+}
+
+function printTable (s: Record<string, Record<string, number | boolean>>): void {
+  const f = s['floor'] ?? {}
+  const ratio = (mode: string, key: string) => {
+    const v = s[mode]?.[key]
+    const base = f[key]
+    return typeof v === 'number' && typeof base === 'number' && base > 0 ? `${round(v / base, 2)}×` : 'n/a'
+  }
+  const rows: string[][] = [['metric', 'floor', 'memory', 'redis', 'cross']]
+  const metric = (label: string, key: string, withRatio = true) => {
+    rows.push([label, ...['floor', 'memory', 'redis', 'cross'].map(m => {
+      const v = s[m]?.[key]
+      if (v === undefined || (typeof v === 'number' && !Number.isFinite(v))) return '–'
+      return m === 'floor' || !withRatio ? String(v) : `${v} (${ratio(m, key)})`
+    })])
+  }
+  metric(`relay CPU µs/msg @ ${P.relayFixed}/s`, 'relayCpuUsPerMsg')
+  metric(`relay p99 ms @ ${P.relayFixed}/s`, 'relayP99MsAtFixed', false)
+  metric('relay Redis commands/msg', 'relayRedisCmdsPerMsg', false)
+  metric('relay max ok msg/s', 'relayMaxOk')
+  metric('relay generator-bound', 'relayGeneratorBound', false)
+  metric('session CPU ms (REST+join+SDP+20 cand.)', 'sessionCpuMs')
+  metric('sessions/s', 'sessionsPerS')
+  metric('session p50 ms', 'sessionP50Ms', false)
+  metric('session p99 ms', 'sessionP99Ms', false)
+  metric(`idle RSS KiB/conn @ ${P.idle}`, 'idleRssKiB')
+  metric('idle connects/s', 'idleConnectsPerS')
+  const widths = rows[0]?.map((_, i) => Math.max(...rows.map(r => (r[i] ?? '').length))) ?? []
+  log('')
+  for (const [i, r] of rows.entries()) {
+    log('| ' + r.map((c, j) => c.padEnd(widths[j] ?? 0)).join(' | ') + ' |')
+    if (i === 0) log('|' + widths.map(w => '-'.repeat(w + 2)).join('|') + '|')
+  }
+  log('\nServer CPU includes Redis in the redis and cross columns (and both instances in cross).')
+}
+
+main().catch((err: Error) => {
+  process.stderr.write(`bench: ${err.stack ?? err.message}\n`)
+  process.exit(1)
+})
