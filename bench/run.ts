@@ -18,13 +18,20 @@ import { join } from 'node:path'
 import WebSocket from 'ws'
 
 const SMOKE = process.argv.includes('--smoke')
-const ONLY = process.argv.find(a => a.startsWith('--only='))?.slice(7).split(',')
+const arg = (name: string) => process.argv.find(a => a.startsWith(`--${name}=`))?.slice(name.length + 3).split(',')
+/** --only=relay,sessions  --modes=memory,floor  --steps=20000,40000  --runs=1 */
+const ONLY = arg('only')
+const MODES = arg('modes')
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100
 const ROOT = join(__dirname, '..', '..')
 
 const P = SMOKE
   ? { runs: 1, relayPairs: 5, relaySteps: [500], relayFixed: 500, stepMs: 1000, sessionsConcurrency: 5, sessionsMs: 2000, idle: 100 }
   : { runs: 2, relayPairs: 500, relaySteps: [5000, 10000, 20000, 30000, 40000, 60000, 80000], relayFixed: 20000, stepMs: 3000, sessionsConcurrency: 200, sessionsMs: 8000, idle: 10000 }
+const stepsArg = arg('steps')
+if (stepsArg !== undefined) P.relaySteps = stepsArg.map(Number)
+const runsArg = arg('runs')
+if (runsArg !== undefined) P.runs = Number(runsArg[0])
 
 // --- processes ------------------------------------------------------------------
 
@@ -51,8 +58,10 @@ function pinned (cmd: string, args: string[], env: Record<string, string> = {}):
 async function stop (child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return
   const exited = new Promise(resolve => child.once('exit', resolve))
-  child.kill('SIGKILL')
+  child.kill('SIGTERM')
+  const timer = setTimeout(() => child.kill('SIGKILL'), 5000)
   await exited
+  clearTimeout(timer)
 }
 
 async function waitHttp (url: string): Promise<void> {
@@ -101,7 +110,9 @@ async function startTarget (mode: Mode): Promise<Target> {
   }
   const start = async (env: Record<string, string>, script: string) => {
     const port = await freePort()
-    const child = pinned(process.execPath, [script], { ...env, PORT: String(port), HOST: '127.0.0.1' })
+    // BENCH_CPU_PROF=<dir>: profile the targets (written when they exit on SIGTERM).
+    const prof = process.env['BENCH_CPU_PROF']
+    const child = pinned(process.execPath, [...(prof !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : []), script], { ...env, PORT: String(port), HOST: '127.0.0.1' })
     const http = `http://127.0.0.1:${port}`
     await waitHttp(script.includes('floor') ? `${http}/api/create_room` : `${http}/ready`)
     return { child, url: { http, ws: `ws://127.0.0.1:${port}/ws` } }
@@ -233,7 +244,12 @@ async function pool<T> (items: T[], concurrency: number, fn: (item: T) => Promis
 
 const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms))
 const quantile = (sorted: number[], q: number) => sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number
-const median = (xs: number[]) => quantile([...xs].sort((a, b) => a - b), 0.5)
+function median (xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b)
+  if (s.length === 0) return NaN
+  const mid = Math.floor(s.length / 2)
+  return s.length % 2 === 1 ? s[mid] as number : ((s[mid - 1] as number) + (s[mid] as number)) / 2
+}
 const roomName = () => randomBytes(9).toString('base64url').replace(/[^A-Za-z0-9]/g, 'x')
 
 // --- workloads -------------------------------------------------------------------
@@ -442,6 +458,7 @@ async function main (): Promise<void> {
     for (const [workload, modes] of plan) {
       if (ONLY !== undefined && !ONLY.includes(workload)) continue
       for (const mode of modes) {
+        if (MODES !== undefined && !MODES.includes(mode)) continue
         log(`run ${run}: ${workload} on ${mode}`)
         const target = await startTarget(mode)
         try {

@@ -45,11 +45,11 @@ export interface ClusterLink {
   /** Whether this instance currently receives what the others publish to it. */
   readonly subscribed: boolean
   publish (instance: string, payload: string): Promise<void>
-  createSession (peerId: string, secretHash: string): Promise<unknown>
   readSession (peerId: string): Promise<{ secret: string, room: string, instance: string } | null>
   claimSession (peerId: string, expectedHash: string, newHash: string): Promise<{ previousInstance: string, roomId: string | null, members: Member[] } | null>
   rotateSecret (peerId: string, newHash: string): Promise<void>
-  endSession (peerId: string): Promise<void>
+  /** Ends the session's record and its room membership in one step; false when there was none. */
+  endSession (peerId: string): Promise<boolean>
 }
 
 export interface HubLimits {
@@ -285,8 +285,11 @@ export function createSignalingHub (opts: HubOptions) {
     return roomId
   }
 
-  /** Leaves the room now: the others hear of it at once, the store follows. */
-  async function leaveRoom (session: Session): Promise<void> {
+  /**
+   * Leaves the room now: the others hear of it at once, the store follows
+   * (unless `storeDone`: the cluster already removed the membership).
+   */
+  async function leaveRoom (session: Session, storeDone = false): Promise<void> {
     const remotes = session.roomId === null ? new Set<string>() : remoteInstances(session.roomId)
     const roomId = unbindRoom(session)
     if (roomId === null) return
@@ -295,7 +298,7 @@ export function createSignalingHub (opts: HubOptions) {
     publishAll(remotes, { kind: 'M', origin: self, roomId, peerId: session.peerId, instance: '' })
     publishAll(remotes, { kind: 'B', origin: self, roomId, except: session.peerId, type: 'peer-disconnected', frame: text })
     session.log.info({ roomId }, 'left room')
-    await store.leaveRoom(roomId, session.peerId)
+    if (!storeDone) await store.leaveRoom(roomId, session.peerId)
   }
 
   /** The session is over for good (clean close, grace expired, kicked). */
@@ -306,12 +309,16 @@ export function createSignalingHub (opts: HubOptions) {
     session.graceTimer = null
     sessions.delete(session.peerId)
     session.held = []
-    // The shared record goes first, so once the room hears of the departure
-    // the token can no longer resume anywhere (one Redis round trip).
-    const forgotten = cluster === undefined ? Promise.resolve() : cluster.endSession(session.peerId)
+    // The shared record goes first (one Redis round trip that also removes
+    // the membership), so once the room hears of the departure the token can
+    // no longer resume anywhere.
+    const forgotten = cluster === undefined ? Promise.resolve(false) : cluster.endSession(session.peerId)
     forgotten
-      .catch((err: unknown) => session.log.warn({ err }, 'could not end the session in the store; it expires with its TTL'))
-      .then(() => leaveRoom(session))
+      .catch((err: unknown) => {
+        session.log.warn({ err }, 'could not end the session in the store; it expires with its TTL')
+        return false
+      })
+      .then((removed) => leaveRoom(session, removed))
       .catch((err: unknown) => {
         session.log.warn({ err }, 'could not remove a departed peer from the store; its entries expire with their TTL')
       })
@@ -553,7 +560,7 @@ export function createSignalingHub (opts: HubOptions) {
           return
         }
       }
-      const result = await store.joinRoom(roomId, session.peerId, limits.maxPeers)
+      const result = await store.joinRoom(roomId, session.peerId, limits.maxPeers, cluster === undefined ? undefined : session.secretHash.toString('hex'))
       if (session.ended) {
         // The peer went away while the store answered: undo, nobody was told.
         if (!session.moved) await store.leaveRoom(roomId, session.peerId)
@@ -719,11 +726,8 @@ export function createSignalingHub (opts: HubOptions) {
 
   function fresh (ip: string): { session: Session, token: string } {
     const session = newSession(ip)
-    const token = issueSecret(session)
-    cluster?.createSession(session.peerId, session.secretHash.toString('hex')).catch((err: unknown) => {
-      session.log.warn({ err }, 'session not recorded in the store; it can only resume on this instance')
-    })
-    return { session, token }
+    // Recorded in Redis by the first join: before that there is nothing to resume elsewhere.
+    return { session, token: issueSecret(session) }
   }
 
   // --- public API -----------------------------------------------------------
@@ -756,9 +760,11 @@ export function createSignalingHub (opts: HubOptions) {
       const local = token === undefined ? undefined : sessionForToken(token)
       if (local !== undefined) {
         const rotated = issueSecret(local)
-        cluster?.rotateSecret(local.peerId, local.secretHash.toString('hex')).catch((err: unknown) => {
-          local.log.warn({ err }, 'rotated token not recorded in the store')
-        })
+        if (local.roomId !== null) {
+          cluster?.rotateSecret(local.peerId, local.secretHash.toString('hex')).catch((err: unknown) => {
+            local.log.warn({ err }, 'rotated token not recorded in the store')
+          })
+        }
         attach(conn, local, rotated, true)
       } else if (token !== undefined && cluster !== undefined && splitToken(token) !== null) {
         // The session may live on another instance: frames wait until it is settled.

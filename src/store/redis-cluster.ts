@@ -8,7 +8,8 @@ import { StoreUnavailableError, type Member } from './types'
  *   instance:<id>            pub/sub channel of one instance (one subscription each)
  *   instances                sorted set: instance id → last heartbeat (ms)
  *   instance:<id>:peers      set of the peer ids whose sessions that instance owns
- *   session:<peerId>         hash { secret: sha256(resume secret), room, instance }
+ *   session:<peerId>         hash { secret: sha256(resume secret), room, instance },
+ *                            written by the join script (a peer in no room has nothing to resume)
  *   reap:<id>                lock: which live instance is cleaning up after a dead one
  *
  * Sessions outlive their connection so a peer can resume on any instance; the
@@ -16,13 +17,6 @@ import { StoreUnavailableError, type Member } from './types'
  * deadAfterMs, one survivor takes the reap lock, waits the resume grace, and
  * ends every session still owned by the dead instance.
  */
-
-// KEYS: session, instance peers set. ARGV: secret hash, instance, ttl.
-const CREATE_SESSION = `
-redis.call('HSET', KEYS[1], 'secret', ARGV[1], 'room', '', 'instance', ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('SADD', KEYS[2], string.sub(KEYS[1], #ARGV[4] + 9))
-return 1`
 
 // Moves a session to a new owner if the caller knows its current secret hash.
 // KEYS: session. ARGV: expected hash, new hash, new instance, key prefix, ttl.
@@ -70,7 +64,6 @@ end
 return {room, redis.call('HGETALL', peers)}`
 
 interface ClusterRedis extends Redis {
-  pdCreateSession (session: string, owned: string, hash: string, instance: string, ttl: number, prefix: string): Promise<number>
   pdClaimSession (session: string, expected: string, hash: string, instance: string, prefix: string, ttl: number): Promise<[string, string, string[]] | null>
   pdEndSession (session: string, instance: string, prefix: string, emptyTtl: number): Promise<[string, string[]] | null>
 }
@@ -97,14 +90,12 @@ export interface RedisClusterOptions {
 
 export function createRedisCluster (opts: RedisClusterOptions) {
   const redis = opts.redis as ClusterRedis
-  redis.defineCommand('pdCreateSession', { numberOfKeys: 2, lua: CREATE_SESSION })
   redis.defineCommand('pdClaimSession', { numberOfKeys: 1, lua: CLAIM_SESSION })
   redis.defineCommand('pdEndSession', { numberOfKeys: 1, lua: END_SESSION })
 
   const p = opts.keyPrefix
-  const { sessionKey } = redisKeys(p)
+  const { sessionKey, ownedKey } = redisKeys(p)
   const channelOf = (instance: string) => `${p}instance:${instance}`
-  const ownedKey = (instance: string) => `${p}instance:${instance}:peers`
   const instancesKey = `${p}instances`
   const ownChannel = channelOf(opts.instanceId)
   const heartbeatMs = Math.max(100, Math.floor(opts.deadAfterMs / 3))
@@ -201,9 +192,6 @@ export function createRedisCluster (opts: RedisClusterOptions) {
     /** Fire-and-forget for the caller, but failures surface (relay → `unavailable`). */
     publish: (instance: string, payload: string) => guard(async () => { await redis.publish(channelOf(instance), payload) }),
 
-    createSession: (peerId: string, secretHash: string) => guard(() =>
-      redis.pdCreateSession(sessionKey(peerId), ownedKey(opts.instanceId), secretHash, opts.instanceId, opts.sessionTtlS, p)),
-
     /** The stored record, for checking a token (the caller compares in constant time). */
     readSession: (peerId: string) => guard(async (): Promise<SessionRecord | null> => {
       const record = await redis.hgetall(sessionKey(peerId))
@@ -222,10 +210,13 @@ export function createRedisCluster (opts: RedisClusterOptions) {
       await redis.hset(sessionKey(peerId), 'secret', newHash)
     }),
 
-    /** Ends a session this instance owns (clean close, grace expired). */
-    endSession: (peerId: string) => guard(async () => {
-      await redis.pdEndSession(sessionKey(peerId), opts.instanceId, p, opts.roomEmptyTtlS)
-    }),
+    /**
+     * Ends a session this instance owns (clean close, grace expired),
+     * removing it from its room in the same step. Resolves false when there
+     * was no record (the peer never joined a room).
+     */
+    endSession: (peerId: string) => guard(async () =>
+      await redis.pdEndSession(sessionKey(peerId), opts.instanceId, p, opts.roomEmptyTtlS) !== null),
 
     /**
      * Graceful shutdown: the sessions stay in Redis for the resume grace and

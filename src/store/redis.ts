@@ -23,9 +23,11 @@ redis.call('HSET', KEYS[1], 'created_at', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1`
 
-// KEYS: room, sockets, binding, peers, session. ARGV: peerId, roomId, max, ttl, instance.
+// KEYS: room, sockets, binding, peers, session, owned (instance:<id>:peers).
+// ARGV: peerId, roomId, max, ttl, instance, secret hash ('' = keep none).
 // Returns the members with their instances, so the joining instance learns
-// where to route without asking again.
+// where to route without asking again. The resume record is written here
+// rather than at connect: only a peer in a room has anything to resume.
 const JOIN_ROOM = `
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 'room_not_found'} end
 if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 and redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[3]) then
@@ -37,9 +39,10 @@ redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('EXPIRE', KEYS[4], ARGV[4])
-if redis.call('EXISTS', KEYS[5]) == 1 then
-  redis.call('HSET', KEYS[5], 'room', ARGV[2])
+if ARGV[6] ~= '' then
+  redis.call('HSET', KEYS[5], 'secret', ARGV[6], 'room', ARGV[2], 'instance', ARGV[5])
   redis.call('EXPIRE', KEYS[5], ARGV[4])
+  redis.call('SADD', KEYS[6], ARGV[1])
 end
 return {1, redis.call('HGETALL', KEYS[4])}`
 
@@ -87,7 +90,7 @@ return {1, max - count - 1, 0}`
 
 interface ScriptedRedis extends Redis {
   pdCreateRoom (room: string, sockets: string, peers: string, now: number, ttl: number): Promise<number>
-  pdJoinRoom (room: string, sockets: string, binding: string, peers: string, session: string, peerId: string, roomId: string, max: number, ttl: number, instance: string): Promise<[0, string] | [1, string[]]>
+  pdJoinRoom (room: string, sockets: string, binding: string, peers: string, session: string, owned: string, peerId: string, roomId: string, max: number, ttl: number, instance: string, secretHash: string): Promise<[0, string] | [1, string[]]>
   pdLeaveRoom (room: string, sockets: string, binding: string, peers: string, session: string, peerId: string, roomId: string, emptyTtl: number): Promise<number>
   pdTouchRoom (numKeys: number, ...args: Array<string | number>): Promise<number>
   pdJoinRateLimit (key: string, now: number, windowMs: number, max: number, member: string): Promise<[number, number, number]>
@@ -100,7 +103,9 @@ export function redisKeys (prefix: string) {
     socketsKey: (roomId: string) => `${prefix}room:${roomId}:sockets`,
     peersKey: (roomId: string) => `${prefix}room:${roomId}:peers`,
     bindingKey: (peerId: string) => `${prefix}socket:${peerId}`,
-    sessionKey: (peerId: string) => `${prefix}session:${peerId}`
+    sessionKey: (peerId: string) => `${prefix}session:${peerId}`,
+    /** The sessions an instance owns (for cleaning up after it). */
+    ownedKey: (instance: string) => `${prefix}instance:${instance}:peers`
   }
 }
 
@@ -119,13 +124,13 @@ export interface RedisStoreOptions extends StoreLimits {
 export function createRedisStore (opts: RedisStoreOptions): Store {
   const redis = opts.redis as ScriptedRedis
   redis.defineCommand('pdCreateRoom', { numberOfKeys: 3, lua: CREATE_ROOM })
-  redis.defineCommand('pdJoinRoom', { numberOfKeys: 5, lua: JOIN_ROOM })
+  redis.defineCommand('pdJoinRoom', { numberOfKeys: 6, lua: JOIN_ROOM })
   redis.defineCommand('pdLeaveRoom', { numberOfKeys: 5, lua: LEAVE_ROOM })
   redis.defineCommand('pdTouchRoom', { lua: TOUCH_ROOM })
   redis.defineCommand('pdJoinRateLimit', { numberOfKeys: 1, lua: JOIN_RATE_LIMIT })
 
   const p = opts.keyPrefix
-  const { roomKey, socketsKey, peersKey, bindingKey, sessionKey } = redisKeys(p)
+  const { roomKey, socketsKey, peersKey, bindingKey, sessionKey, ownedKey } = redisKeys(p)
 
   /** Every backend failure becomes one typed error that Fastify answers with 503. */
   async function guard<T> (op: () => Promise<T>): Promise<T> {
@@ -144,8 +149,8 @@ export function createRedisStore (opts: RedisStoreOptions): Store {
 
     roomExists: (roomId) => guard(async () => await redis.exists(roomKey(roomId)) === 1),
 
-    joinRoom: (roomId, peerId, maxPeers) => guard(async (): Promise<JoinResult> => {
-      const reply = await redis.pdJoinRoom(roomKey(roomId), socketsKey(roomId), bindingKey(peerId), peersKey(roomId), sessionKey(peerId), peerId, roomId, maxPeers, opts.roomTtlS, opts.instanceId)
+    joinRoom: (roomId, peerId, maxPeers, secretHash = '') => guard(async (): Promise<JoinResult> => {
+      const reply = await redis.pdJoinRoom(roomKey(roomId), socketsKey(roomId), bindingKey(peerId), peersKey(roomId), sessionKey(peerId), ownedKey(opts.instanceId), peerId, roomId, maxPeers, opts.roomTtlS, opts.instanceId, secretHash)
       if (reply[0] === 1) return { ok: true, members: pairs(reply[1]) }
       return { ok: false, code: reply[1] === 'room_full' ? 'room_full' : 'room_not_found' }
     }),

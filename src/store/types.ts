@@ -41,8 +41,12 @@ export interface Store {
   /** Creates the room unless a live room has that id. Resolves true when created. */
   createRoom (roomId: string): Promise<boolean>
   roomExists (roomId: string): Promise<boolean>
-  /** Adds a member (idempotent for a current member) and refreshes the room's TTL. */
-  joinRoom (roomId: string, peerId: string, maxPeers: number): Promise<JoinResult>
+  /**
+   * Adds a member (idempotent for a current member) and refreshes the room's
+   * TTL. With `secretHash` (Redis mode), the peer's resume record is written
+   * in the same step, so another instance can take the session over.
+   */
+  joinRoom (roomId: string, peerId: string, maxPeers: number, secretHash?: string): Promise<JoinResult>
   /** Removes a member; an emptied room expires after roomEmptyTtlS. Resolves true when it was a member. */
   leaveRoom (roomId: string, peerId: string): Promise<boolean>
   roomMembers (roomId: string): Promise<string[]>
