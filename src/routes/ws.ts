@@ -47,6 +47,10 @@ const wsRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     socket.on('message', conn.message)
     socket.on('pong', conn.pong)
     socket.on('close', conn.closed)
+    // @fastify/websocket's own error listener closes over the upgrade request
+    // and reply, keeping them alive as long as the socket (KiBs per idle
+    // connection). The hub handles socket errors itself, so replace it.
+    socket.removeAllListeners('error')
     socket.on('error', conn.protocolError)
   })
 }
