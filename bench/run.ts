@@ -48,8 +48,8 @@ async function freePort (): Promise<number> {
 const children = new Set<ChildProcess>()
 process.on('exit', () => { for (const c of children) c.kill('SIGKILL') })
 
-function pinned (cmd: string, args: string[], env: Record<string, string> = {}): ChildProcess {
-  const child = spawn('taskset', ['-c', '0', cmd, ...args], { env: { PATH: process.env['PATH'] ?? '', ...env }, stdio: ['ignore', 'ignore', 'inherit'] })
+function pinned (cmd: string, args: string[], env: Record<string, string> = {}, core = '0'): ChildProcess {
+  const child = spawn('taskset', ['-c', core, cmd, ...args], { env: { PATH: process.env['PATH'] ?? '', ...env }, stdio: ['ignore', process.env['BENCH_NODE_ARGS'] !== undefined ? 'inherit' : 'ignore', 'inherit'] })
   children.add(child)
   child.once('exit', () => children.delete(child))
   return child
@@ -78,7 +78,8 @@ async function waitHttp (url: string): Promise<void> {
 interface Redis { port: number, child: ChildProcess }
 async function startRedis (): Promise<Redis> {
   const port = await freePort()
-  const child = pinned('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning'])
+  // BENCH_REDIS_CORE: a diagnostic to see how much of the latency is three processes sharing one core.
+  const child = pinned('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning'], {}, process.env['BENCH_REDIS_CORE'] ?? '0')
   for (let i = 0; i < 100; i++) {
     if (spawnSync('redis-cli', ['-p', String(port), 'ping'], { encoding: 'utf8' }).stdout.trim() === 'PONG') return { port, child }
     await sleep(30)
@@ -112,7 +113,8 @@ async function startTarget (mode: Mode): Promise<Target> {
     const port = await freePort()
     // BENCH_CPU_PROF=<dir>: profile the targets (written when they exit on SIGTERM).
     const prof = process.env['BENCH_CPU_PROF']
-    const child = pinned(process.execPath, [...(prof !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : []), script], { ...env, PORT: String(port), HOST: '127.0.0.1' })
+    const extra = process.env['BENCH_NODE_ARGS']?.split(' ').filter(Boolean) ?? []
+    const child = pinned(process.execPath, [...extra, ...(prof !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : []), script], { ...env, PORT: String(port), HOST: '127.0.0.1' })
     const http = `http://127.0.0.1:${port}`
     await waitHttp(script.includes('floor') ? `${http}/api/create_room` : `${http}/ready`)
     return { child, url: { http, ws: `ws://127.0.0.1:${port}/ws` } }
@@ -298,7 +300,9 @@ async function relay (target: Target): Promise<{ steps: RelayStep[], maxOk: numb
     const seqs = new Map<Peer, number>()
     const cmds0 = target.redis === undefined ? 0 : redisCommands(target.redis)
     const done = measure(target.pids)
-    const tickMs = 10
+    // Short ticks keep bursts small: at 5k msg/s one tick carries 10 messages,
+    // so latency measures the relay, not the generator's own queue.
+    const tickMs = 2
     // Catch up on a late tick, but never with more than four ticks' worth at once.
     const maxBurst = Math.ceil(offered * tickMs / 1000) * 4
     let cursor = 0
@@ -497,8 +501,8 @@ async function main (): Promise<void> {
 }
 
 function summarize (runs: Runs) {
-  const relayAt = (mode: string, key: keyof RelayStep) => median((runs['relay']?.[mode] ?? []).map(r => (r.steps as RelayStep[]).find(s => s.offered === P.relayFixed)?.[key] as number).filter(x => x !== undefined && Number.isFinite(x)))
-  const of = (workload: string, mode: string, key: string) => median((runs[workload]?.[mode] ?? []).map(r => r[key] as number))
+  const relayAt = (mode: string, key: keyof RelayStep) => round(median((runs['relay']?.[mode] ?? []).map(r => (r.steps as RelayStep[]).find(s => s.offered === P.relayFixed)?.[key] as number).filter(x => x !== undefined && Number.isFinite(x))), 3)
+  const of = (workload: string, mode: string, key: string) => round(median((runs[workload]?.[mode] ?? []).map(r => r[key] as number)), 3)
   const modes = ['floor', 'memory', 'redis', 'cross']
   const out: Record<string, Record<string, number | boolean>> = {}
   for (const mode of modes) {
