@@ -2,7 +2,7 @@ import t from 'tap'
 import { readFileSync } from 'node:fs'
 import WebSocket from 'ws'
 import { createRestClient, RestError, SignalingClient, SignalingError, type WebSocketConstructor, type SignalingClientOptions } from '../src/client'
-import { serveApp } from './helper'
+import { serveApp, until } from './helper'
 import { connect, quietly } from './helpers/ws'
 import type { EnvSource } from '../src/config'
 
@@ -16,15 +16,6 @@ async function setup (t: Teardown, env: EnvSource = {}) {
     return client
   }
   return { ...served, make, rest: createRestClient(served.http) }
-}
-
-async function until (check: () => boolean, timeoutMs = 5000): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    if (check()) return true
-    await quietly(20)
-  }
-  return false
 }
 
 t.test('connect, typed events, join/leave/ping as requests', async (t) => {

@@ -2,6 +2,7 @@ import t, { type Test } from 'tap'
 import { startRedis, type TestRedis } from './helpers/redis'
 import { startServer, type ServerProcess } from './helpers/process'
 import { connect, quietly, type TestClient } from './helpers/ws'
+import { until } from './helper'
 
 /*
  * Real server processes (node dist/server.js) on one real redis-server.
@@ -32,15 +33,6 @@ async function join (client: TestClient, roomId: string) {
   const res = await client.request('join', { roomId }, 'joinResponse')
   if (res.data.success !== true) throw new Error(`join failed: ${JSON.stringify(res.data)}`)
   return res.data
-}
-
-async function until (check: () => Promise<boolean> | boolean, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    if (await check()) return true
-    await quietly(50)
-  }
-  return false
 }
 
 t.test('a full session between peers on two instances', async (t) => {

@@ -36,6 +36,16 @@ export async function storeEnv (t: Teardown, mode: StoreMode): Promise<{ env: En
 
 export const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms))
 
+/** Polls `check` until it holds or the time is up; resolves whether it held. */
+export async function until (check: () => boolean | Promise<boolean>, timeoutMs = 5000, everyMs = 50): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    if (await check()) return true
+    await sleep(everyMs)
+  }
+  return false
+}
+
 /** An app on the given store, listening on a free loopback port. */
 export async function serveApp (t: Teardown, mode: StoreMode, env: EnvSource = {}) {
   const { env: storeVars } = await storeEnv(t, mode)

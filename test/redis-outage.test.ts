@@ -1,16 +1,7 @@
 import t from 'tap'
-import { buildTestApp, sleep } from './helper'
+import { buildTestApp, until } from './helper'
 import { startRedis } from './helpers/redis'
 import { connect, joinRoom, listen } from './helpers/ws'
-
-async function until (check: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    if (await check()) return true
-    await sleep(100)
-  }
-  return false
-}
 
 t.test('Redis stopped mid-run: 503 fast, /ready 503, /health 200, then recovery without restart', async (t) => {
   const redis = await startRedis(t, { own: true })
