@@ -1,8 +1,8 @@
 import { Type, type Static } from '@sinclair/typebox'
 import { RoomIdSchema, PeerIdSchema } from './common'
 
-// Bodies are closed (additionalProperties: false is not used: unknown fields are
-// ignored, as the web client may send extras) but never coerced (see app ajv options).
+// Bodies accept unknown fields (the web client may send extras; they are
+// ignored) but are never coerced: see the ajv options in src/server-options.ts.
 
 export const RoomBodySchema = Type.Object({ roomId: RoomIdSchema })
 export type RoomBody = Static<typeof RoomBodySchema>
