@@ -206,3 +206,16 @@ t.test('CORS follows CORS_ORIGIN', async (t) => {
   const other = await app.inject({ method: 'OPTIONS', url: '/api/check_room', headers: { origin: 'https://evil.example', 'access-control-request-method': 'POST' } })
   t.not(other.headers['access-control-allow-origin'], 'https://evil.example')
 })
+
+t.test('while draining, new requests get 503 and connection: close; probes still answer', async (t) => {
+  const app = await buildTestApp(t)
+  app.lifecycle.shuttingDown = true
+  const refused = await app.inject('/api/get_room')
+  t.equal(refused.statusCode, 503)
+  t.equal(refused.headers['connection'], 'close')
+  t.match(refused.json(), { statusCode: 503, error: 'Service Unavailable', message: 'Server is shutting down' })
+  t.equal((await app.inject('/health')).statusCode, 200, 'liveness still answers')
+  const ready = await app.inject('/ready')
+  t.equal(ready.statusCode, 503, 'readiness reports the drain')
+  t.equal(ready.json().checks.shutdown, 'fail')
+})
