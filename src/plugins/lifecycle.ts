@@ -1,11 +1,15 @@
 import { randomBytes } from 'node:crypto'
 import fp from 'fastify-plugin'
+import createError from '@fastify/error'
 
 declare module 'fastify' {
   interface FastifyInstance {
     lifecycle: { readonly startedAt: number, readonly instanceId: string, shuttingDown: boolean }
   }
 }
+
+/** New work refused while draining (answered 503 by the error handler). */
+export const ShuttingDownError = createError('PRIVYDROP_SHUTTING_DOWN', 'Server is shutting down', 503)
 
 /** Routes that still answer while draining: probes must see the instance go unready. */
 const PROBES = new Set(['/health', '/api/health', '/ready', '/metrics'])
@@ -29,6 +33,6 @@ export default fp(async (fastify) => {
     if (!fastify.lifecycle.shuttingDown || request.headers.upgrade !== undefined) return
     if (PROBES.has(request.url.split('?', 1)[0] ?? '')) return
     reply.header('connection', 'close')
-    return reply.code(503).send({ statusCode: 503, error: 'Service Unavailable', message: 'Server is shutting down' })
+    throw new ShuttingDownError()
   })
 }, { name: 'lifecycle', fastify: '5.x', dependencies: ['config'] })

@@ -1,7 +1,12 @@
 import websocket from '@fastify/websocket'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
+import createError from '@fastify/error'
 import { allowedOrigins } from '../config'
+import { ShuttingDownError } from '../plugins/lifecycle'
+
+const OriginNotAllowedError = createError('PRIVYDROP_ORIGIN_NOT_ALLOWED', 'Origin not allowed', 403)
+const TooManyConnectionsError = createError('PRIVYDROP_TOO_MANY_CONNECTIONS', 'Too many connections from this address', 429)
 
 /**
  * GET /ws: the signaling WebSocket. Everything that can refuse a client
@@ -27,18 +32,16 @@ const wsRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.get('/ws', {
     websocket: true,
     schema: { querystring: Type.Object({ resume: Type.Optional(Type.String()) }) },
-    onRequest: async (request, reply) => {
-      if (fastify.lifecycle.shuttingDown) {
-        return reply.code(503).send({ statusCode: 503, error: 'Service Unavailable', message: 'Server is shutting down' })
-      }
+    onRequest: async (request) => {
+      // Thrown here, after @fastify/websocket's own onRequest hook, so the
+      // error response still lets it destroy the upgrade socket.
+      if (fastify.lifecycle.shuttingDown) throw new ShuttingDownError()
       const origin = request.headers.origin
       if (origins !== true && origin !== undefined && !origins.includes(origin)) {
         request.log.info({ origin }, 'websocket refused: origin not allowed')
-        return reply.code(403).send({ statusCode: 403, error: 'Forbidden', message: 'Origin not allowed' })
+        throw new OriginNotAllowedError()
       }
-      if (signaling.connectionsFrom(request.ip) >= config.MAX_CONNECTIONS_PER_IP) {
-        return reply.code(429).send({ statusCode: 429, error: 'Too Many Requests', message: 'Too many connections from this address' })
-      }
+      if (signaling.connectionsFrom(request.ip) >= config.MAX_CONNECTIONS_PER_IP) throw new TooManyConnectionsError()
     }
   }, (socket, request) => {
     // Synchronous from here on: the welcome goes out and the listeners are
