@@ -4,7 +4,7 @@ import type { Redis } from 'ioredis'
 import { createSignalingHub, type SignalingMetrics } from '../signaling/hub'
 import { createRedisCluster, type RedisCluster } from '../store/redis-cluster'
 import { createRedisClient } from '../store/redis-client'
-import { iceServers } from '../services/ice'
+import { createIceServers } from '../services/ice'
 import type { ErrorCode } from '../../schemas/ws'
 
 declare module 'fastify' {
@@ -84,7 +84,7 @@ export default fp(async (fastify) => {
     instanceId: fastify.lifecycle.instanceId,
     log: fastify.log.child({ component: 'signaling' }),
     metrics,
-    iceServers: (peerId) => iceServers(config, peerId),
+    iceServers: createIceServers(config),
     limits: {
       maxPeers: config.ROOM_MAX_PEERS,
       joinRateLimit: !config.DISABLE_JOIN_RATE_LIMIT,

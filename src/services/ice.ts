@@ -14,18 +14,22 @@ export function turnCredentials (secret: string, ttlS: number, id: string, nowMs
   return { username, credential }
 }
 
-/** The RTCIceServer list handed to browsers (REST and `welcome`). */
-export function iceServers (config: Config, id = randomBytes(8).toString('base64url'), nowMs = Date.now()): IceServer[] {
-  const servers: IceServer[] = []
+/**
+ * The RTCIceServer list handed to browsers (REST and `welcome`). The URL
+ * lists are parsed once here; each call only stamps fresh TURN credentials
+ * for `id` (every WebSocket connection calls it).
+ */
+export function createIceServers (config: Config) {
+  const fixed: IceServer[] = []
   const stun = splitList(config.STUN_URLS)
-  if (stun.length > 0) servers.push({ urls: stun })
+  if (stun.length > 0) fixed.push({ urls: stun })
   const turn = splitList(config.TURN_URLS)
-  if (turn.length > 0) {
-    if (config.TURN_SECRET !== undefined) {
-      servers.push({ urls: turn, ...turnCredentials(config.TURN_SECRET, config.TURN_TTL_S, id, nowMs) })
-    } else if (config.TURN_USERNAME !== undefined && config.TURN_CREDENTIAL !== undefined) {
-      servers.push({ urls: turn, username: config.TURN_USERNAME, credential: config.TURN_CREDENTIAL })
-    }
+  const secret = turn.length > 0 ? config.TURN_SECRET : undefined
+  if (turn.length > 0 && secret === undefined && config.TURN_USERNAME !== undefined && config.TURN_CREDENTIAL !== undefined) {
+    fixed.push({ urls: turn, username: config.TURN_USERNAME, credential: config.TURN_CREDENTIAL })
   }
-  return servers
+  return (id = randomBytes(8).toString('base64url'), nowMs = Date.now()): IceServer[] =>
+    secret === undefined
+      ? fixed
+      : [...fixed, { urls: turn, ...turnCredentials(secret, config.TURN_TTL_S, id, nowMs) }]
 }

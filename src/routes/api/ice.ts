@@ -1,9 +1,10 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { IceServersResponseSchema } from '../../../schemas/rest'
 import { errorResponses } from '../../../schemas/common'
-import { iceServers } from '../../services/ice'
+import { createIceServers } from '../../services/ice'
 
 const iceRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
+  const iceServers = createIceServers(fastify.config)
   fastify.get('/ice_servers', {
     schema: {
       tags: ['ice'],
@@ -14,7 +15,7 @@ const iceRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   }, async (_request, reply) => {
     // Credentials are per request and expire: never let a cache hand them to someone else.
     reply.header('cache-control', 'no-store')
-    return { iceServers: iceServers(fastify.config) }
+    return { iceServers: iceServers() }
   })
 }
 
