@@ -10,7 +10,9 @@ import { IceServerSchema } from './rest'
 
 export const PROTOCOL_VERSION = 1
 
-export const CorrelationIdSchema = Type.String({ maxLength: 64, description: 'Client correlation id, echoed in the direct reply' })
+/** 1–64 characters, none of them a control character: an id is echoed and must never alter framing. */
+export const CORRELATION_ID_PATTERN = '^[^\\u0000-\\u001F\\u007F]{1,64}$'
+export const CorrelationIdSchema = Type.String({ minLength: 1, maxLength: 64, pattern: CORRELATION_ID_PATTERN, description: 'Client correlation id (1–64 printable characters), echoed in the direct reply' })
 
 export const EnvelopeSchema = Type.Object({
   type: Type.String({ minLength: 1, maxLength: 64 }),

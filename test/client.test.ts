@@ -112,9 +112,11 @@ t.test('sends queue while disconnected and flush after the resume; identity surv
 })
 
 t.test('a dead link is noticed by the app-level ping and healed by a resume', async (t) => {
-  const { make } = await setup(t, { RESUME_GRACE_MS: '5000' })
+  const { make, rest } = await setup(t, { RESUME_GRACE_MS: '5000' })
   const a = make({ pingIntervalMs: 100, pingTimeoutMs: 200, reconnect: { initialDelayMs: 50, maxDelayMs: 50, jitter: 0 } })
   await a.connect()
+  // Only a peer in a room is held for resume (a session with no room has nothing to resume).
+  await a.join((await rest.getRoom()).roomId)
   const firstId = a.peerId
   const reopened = new Promise<{ resumed: boolean }>(resolve => a.once('open', resolve))
   const closed = new Promise<{ code: number }>(resolve => a.once('close', resolve))

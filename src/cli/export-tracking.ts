@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util'
 import pino from 'pino'
 import { loadConfig, readProcessEnv } from '../config'
-import { createRedisClient, redisConfigured } from '../store/redis-client'
+import { createRedisClient, redisConfigured } from '../redis/client'
 import { createRedisStore } from '../store/redis'
 import { utcDay } from '../routes/api/tracking'
 

@@ -23,7 +23,10 @@ const PROBES = new Set(['/health', '/api/health', '/ready', '/metrics'])
  * onResponse hook destroys the socket.
  */
 export default fp(async (fastify) => {
-  const instanceId = fastify.config.INSTANCE_ID ?? randomBytes(6).toString('hex')
+  // A suffix per start: a restarted instance with the same INSTANCE_ID must not
+  // receive (and refuse) what others still address to its previous run.
+  const suffix = randomBytes(4).toString('hex')
+  const instanceId = fastify.config.INSTANCE_ID === undefined ? suffix : `${fastify.config.INSTANCE_ID}.${suffix}`
   fastify.decorate('lifecycle', { startedAt: Date.now(), instanceId, shuttingDown: false })
   fastify.log.info({ instanceId }, 'instance starting')
   fastify.addHook('preClose', async () => {

@@ -1,9 +1,11 @@
 import fp from 'fastify-plugin'
 import { Counter, Gauge, Histogram } from 'prom-client'
 import type { Redis } from 'ioredis'
-import { createSignalingHub, type SignalingMetrics } from '../signaling/hub'
-import { createRedisCluster, type RedisCluster } from '../store/redis-cluster'
-import { createRedisClient } from '../store/redis-client'
+import { createSignalingHub } from '../signaling/hub'
+import type { SignalingMetrics } from '../signaling/types'
+import { createLocalMesh, type Mesh } from '../signaling/mesh'
+import { createRedisMesh } from '../cluster/redis-mesh'
+import { createRedisClient } from '../redis/client'
 import { createIceServers } from '../services/ice'
 import type { ErrorCode } from '../../schemas/ws'
 
@@ -39,6 +41,8 @@ export default fp(async (fastify) => {
   const messagesOut = new Counter({ name: 'privydrop_ws_messages_out_total', help: 'Outbound WebSocket messages by type', labelNames: ['type'] as const, registers: [registry] })
   const errors = new Counter({ name: 'privydrop_ws_errors_total', help: 'Protocol errors reported to clients, by code', labelNames: ['code'] as const, registers: [registry] })
   const resumes = new Counter({ name: 'privydrop_ws_resumes_total', help: 'Sessions resumed with a resume token', registers: [registry] })
+  const duplicates = new Counter({ name: 'privydrop_mesh_duplicates_total', help: 'Frames that reached a peer by a second path during a move and were dropped', registers: [registry] })
+  const rerouted = new Counter({ name: 'privydrop_mesh_rerouted_total', help: 'Frames re-routed because the instance they were sent to had gone', registers: [registry] })
   const relayLatency = new Histogram({
     name: 'privydrop_relay_latency_seconds',
     help: 'Time from receiving an offer/answer/candidate to handing it to the target socket',
@@ -53,35 +57,37 @@ export default fp(async (fastify) => {
     messageOut: countOut,
     error: (code: ErrorCode) => countError(code),
     relayLatency: (seconds) => relayLatency.observe(seconds),
-    resume: () => resumes.inc()
+    resume: () => resumes.inc(),
+    duplicate: () => duplicates.inc(),
+    rerouted: () => rerouted.inc()
   }
 
   // Redis mode: a second connection for subscribing (a subscribed ioredis
-  // connection cannot run commands) and the cluster services on top.
-  let cluster: RedisCluster | undefined
+  // connection cannot run commands) and the mesh on top. Alone: a LocalMesh.
+  const node = fastify.lifecycle.instanceId
+  let mesh: Mesh
   let subscriber: Redis | undefined
   if (fastify.redis !== null) {
     subscriber = createRedisClient(config, fastify.log, 'subscriber')
     await subscriber.connect().catch(() => { /* it keeps retrying; /ready reports the store */ })
-    cluster = createRedisCluster({
+    mesh = createRedisMesh({
       redis: fastify.redis,
       subscriber,
       keyPrefix: config.KEY_PREFIX,
-      instanceId: fastify.lifecycle.instanceId,
+      node,
       sessionTtlS: config.ROOM_TTL_S,
       roomEmptyTtlS: config.ROOM_EMPTY_TTL_S,
       deadAfterMs: config.INSTANCE_DEAD_AFTER_MS,
       resumeGraceMs: config.RESUME_GRACE_MS,
-      log: fastify.log.child({ component: 'cluster' }),
-      onMessage: (payload) => hub.onBus(payload),
-      onSessionsEnded: (ended) => hub.peersGone(ended)
+      log: fastify.log.child({ component: 'mesh' })
     })
+  } else {
+    mesh = createLocalMesh(store, node)
   }
 
   const hub = createSignalingHub({
     store,
-    cluster,
-    instanceId: fastify.lifecycle.instanceId,
+    mesh,
     log: fastify.log.child({ component: 'signaling' }),
     metrics,
     iceServers: createIceServers(config),
@@ -94,7 +100,10 @@ export default fp(async (fastify) => {
       maxBufferedBytes: config.WS_MAX_BUFFERED_BYTES,
       heartbeatMs: config.HEARTBEAT_MS,
       resumeGraceMs: config.RESUME_GRACE_MS,
-      resumeBufferMax: config.RESUME_BUFFER_MAX
+      resumeBufferMax: config.RESUME_BUFFER_MAX,
+      // A vanished instance's peers are ended by a survivor within dead-after
+      // (plus a heartbeat) and the grace; frames for them wait that long.
+      rerouteDeadlineMs: config.INSTANCE_DEAD_AFTER_MS * 2 + config.RESUME_GRACE_MS + 2000
     }
   })
   fastify.decorate('signaling', hub)
@@ -122,13 +131,15 @@ export default fp(async (fastify) => {
   fastify.addHook('preClose', async () => {
     clearInterval(heartbeat)
     clearInterval(touch)
-    await hub.shutdown(Math.min(2000, Math.floor(config.SHUTDOWN_TIMEOUT_MS / 4)))
-    await hub.drain()
-    if (cluster !== undefined) {
-      await cluster.handOff()
-      await cluster.stop()
-    }
+    const closeWaitMs = Math.min(2000, Math.floor(config.SHUTDOWN_TIMEOUT_MS / 4))
+    await hub.shutdown(closeWaitMs)
+    // Serve the held sessions until their peers have resumed elsewhere, within
+    // what is left of the shutdown budget (a second stays for closing).
+    await hub.drain(Math.max(0, config.SHUTDOWN_TIMEOUT_MS - closeWaitMs - 1000))
     await subscriber?.quit().catch(() => subscriber?.disconnect())
   })
-  await cluster?.start()
+  await mesh.start({
+    message: (msg) => hub.onBus(msg),
+    sessionsEnded: (ended) => hub.peersGone(ended)
+  })
 }, { name: 'signaling', fastify: '5.x', dependencies: ['config', 'store', 'metrics', 'lifecycle'] })

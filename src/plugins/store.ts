@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis'
 import type { Config } from '../../schemas/config'
 import { createMemoryStore } from '../store/memory'
 import { createRedisStore } from '../store/redis'
-import { createRedisClient, redisConfigured } from '../store/redis-client'
+import { createRedisClient, redisConfigured } from '../redis/client'
 import type { Store, StoreLimits } from '../store/types'
 
 declare module 'fastify' {

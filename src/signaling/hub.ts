@@ -1,210 +1,101 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
-import type { LogFn } from 'pino'
-import type { Member, Store } from '../store/types'
+import type { Store } from '../store/types'
 import type { IceServer } from '../../schemas/rest'
-import {
-  CloseCodes, PROTOCOL_VERSION,
-  type ClientData, type ErrorCode, type ServerData, type ServerMessageType
-} from '../../schemas/ws'
-import { errorText, frame, parseFrame, type InboundMessage } from './protocol'
-import { decodeBus, encodeBus, type BusMessage } from './bus'
+import { PROTOCOL_VERSION, type ErrorCode, type ServerData, type ServerMessageType } from '../../schemas/ws'
+import { errorText, frame } from './protocol'
+import { RELAY_TYPES, type BusMessage, type Envelope } from './bus'
+import { Connection, ConnectionRegistry } from './connection'
+import { createDelivery, Session } from './delivery'
+import { createHandlers } from './handlers'
+import type { Handover, Mesh } from './mesh'
+import { createRouter } from './router'
+import { issueToken, newPeerId, secretMatches, splitToken } from './tokens'
+import { systemClock, type Clock, type ConnectionHandle, type HubLimits, type Logger, type SignalingMetrics, type Transport } from './types'
 
 /*
- * The signaling protocol of docs/protocol.md §3 for the connections this
- * process holds. Fastify-free: the /ws route hands each socket in as a
- * Transport and forwards its events.
+ * The signaling core of one instance (docs/protocol.md §3), Fastify-free:
+ * the /ws route hands each socket in as a Transport and forwards its events.
+ * This module wires the parts and owns session lifecycles: connect, resume
+ * (here or from another instance), hold, move and end. The parts: connection
+ * (rate limit, serial queue), delivery (to one peer, in order), router (to
+ * peers on other instances), handlers (the §3 rules), and the mesh port.
  *
  * This instance is authoritative for its own peers' rooms: a relay checks the
- * sender's room here and the target's room on the target's instance, in
- * memory, and never asks the store. For rooms with members here, the hub also
- * knows which instance holds every other member (`routes`), learned from the
- * store at join time and kept current by membership messages between
- * instances, so a relay to another instance is a single publish.
+ * sender's room here and the target's room where the target is served.
  */
 
-/** The slice of a pino logger the hub uses (Fastify's logger fits). */
-export interface Logger {
-  child (bindings: Record<string, unknown>): Logger
-  debug: LogFn
-  info: LogFn
-  warn: LogFn
-  error: LogFn
-}
-
-/** What the hub needs from a socket. */
-export interface Transport {
-  send (data: string): void
-  close (code: number, reason: string): void
-  terminate (): void
-  ping (): void
-  readonly bufferedAmount: number
-}
-
-/** Cross-instance services (Redis mode); absent on a single in-memory instance. */
-export interface ClusterLink {
-  /** Whether this instance currently receives what the others publish to it. */
-  readonly subscribed: boolean
-  publish (instance: string, payload: string): Promise<void>
-  readSession (peerId: string): Promise<{ secret: string, room: string, instance: string } | null>
-  claimSession (peerId: string, expectedHash: string, newHash: string): Promise<{ previousInstance: string, roomId: string | null, members: Member[] } | null>
-  rotateSecret (peerId: string, newHash: string): Promise<void>
-  /** Ends the session's record and its room membership in one step; false when there was none. */
-  endSession (peerId: string): Promise<boolean>
-}
-
-export interface HubLimits {
-  maxPeers: number
-  joinRateLimit: boolean
-  ratePerS: number
-  rateBurst: number
-  abuseMaxDrops: number
-  maxBufferedBytes: number
-  heartbeatMs: number
-  resumeGraceMs: number
-  resumeBufferMax: number
-}
-
-export interface SignalingMetrics {
-  messageIn (type: string): void
-  messageOut (type: string): void
-  error (code: ErrorCode): void
-  relayLatency (seconds: number): void
-  resume (): void
-}
+export type { ConnectionHandle, HubLimits, Logger, SignalingMetrics, Transport } from './types'
 
 export interface HubOptions {
   store: Store
-  instanceId: string
-  cluster?: ClusterLink
+  mesh: Mesh
   log: Logger
   limits: HubLimits
   iceServers: (peerId: string) => IceServer[]
   metrics: SignalingMetrics
-}
-
-/** Events of one socket, forwarded by the transport owner. */
-export interface ConnectionHandle {
-  message (data: Buffer | string, isBinary: boolean): void
-  pong (): void
-  /** The socket closed; `code` is what the peer sent (1005 none, 1006 no close frame). */
-  closed (code: number): void
-  /** The WebSocket layer rejected a frame (oversize, invalid UTF-8) and is closing the socket. */
-  protocolError (): void
-}
-
-/** Why the server itself ended a connection; decides whether the peer is held for resume. */
-type ServerCloseReason = 'shutdown' | 'heartbeat' | 'slow' | 'replaced' | 'abuse' | 'oversize'
-const HOLD_AFTER: ReadonlySet<ServerCloseReason> = new Set(['shutdown', 'heartbeat', 'slow'])
-const CLEAN_CLIENT_CLOSE: ReadonlySet<number> = new Set([1000, 1001, 1005])
-const ABUSE_WINDOW_MS = 10_000
-
-interface Session {
-  readonly peerId: string
-  /** SHA-256 of the resume secret; the secret itself is only ever sent in `welcome`. */
-  secretHash: Buffer
-  roomId: string | null
-  ip: string
-  conn: Connection | null
-  /** Frames for this peer while it is held (connection dropped, inside the grace). */
-  held: string[]
-  graceTimer: NodeJS.Timeout | null
-  ended: boolean
-  /** Ended here because it resumed on another instance (its room membership lives on). */
-  moved: boolean
-  log: Logger
-}
-
-interface Connection {
-  /** null until a resume looked up in the cluster settles which session this is. */
-  session: Session | null
-  readonly transport: Transport
-  readonly ip: string
-  tokens: number
-  refilledAt: number
-  drops: number[]
-  awaitingPongs: number
-  serverClose: ServerCloseReason | null
-  closedCode: number | null
-  busy: boolean
-  queue: Array<{ raw: string, at: number }>
+  clock?: Clock
 }
 
 export type LeaveWithTokenResult = 'left' | 'not_in_room' | 'forbidden'
 
-const JOIN_OK = 'Successfully joined room'
-
-const sha256 = (secret: string): Buffer => createHash('sha256').update(secret).digest()
-
-/** `<peerId>.<secret>` split; the peer part finds the session, the secret proves it. */
-function splitToken (token: string): { peerId: string, secret: string } | null {
-  const dot = token.indexOf('.')
-  if (dot <= 0 || dot === token.length - 1 || token.length > 256) return null
-  return { peerId: token.slice(0, dot), secret: token.slice(dot + 1) }
-}
+/** How long a resumed session waits for the previous instance's handover before going on without it. */
+export const HANDOVER_WAIT_MS = 2000
+/** How long an instance passes on frames for a peer that resumed elsewhere (for senders that have not heard yet). */
+const FORWARD_MS = 10_000
+/** A session whose end found it claimed elsewhere waits this long for the new owner's release. */
+const RELEASE_WAIT_MS = 5000
 
 export function createSignalingHub (opts: HubOptions) {
-  const { store, limits, metrics, cluster, instanceId: self } = opts
+  const { store, mesh, limits, metrics } = opts
+  const clock = opts.clock ?? systemClock
+  const self = mesh.node
   const sessions = new Map<string, Session>()
   /** roomId → this instance's members of it (held ones included). */
   const rooms = new Map<string, Set<Session>>()
-  /** roomId → peerId → instance, for the rooms this instance has members in. */
-  const routes = new Map<string, Map<string, string>>()
-  /** Peers that resumed elsewhere: late relays for them are passed on for a while. */
-  const forwards = new Map<string, { instance: string, until: number }>()
-  const connections = new Set<Connection>()
-  const connectionsPerIp = new Map<string, number>()
+  /** Peers that resumed elsewhere: frames that still arrive for them are passed on. */
+  const forwards = new Map<string, { node: string, until: number }>()
+  /** Resumed sessions waiting for the previous instance's handover. */
+  const awaiting = new Map<Session, { timer: ReturnType<Clock['setTimeout']>, parked: Handover | null }>()
+  const connections = new ConnectionRegistry()
   let shuttingDown = false
 
-  // --- identity -----------------------------------------------------------
+  const delivery = createDelivery({
+    clock,
+    metrics,
+    resumeBufferMax: limits.resumeBufferMax,
+    maxBufferedBytes: limits.maxBufferedBytes,
+    tooSlow: (conn) => conn.end('slow'),
+    undeliverable
+  })
 
-  /** A fresh resume secret: the token goes to the client, only the hash is kept. */
-  function issueSecret (session: Session): string {
-    const secret = randomBytes(32).toString('base64url')
-    session.secretHash = sha256(secret)
-    return `${session.peerId}.${secret}`
-  }
-
-  function sessionForToken (token: string): Session | undefined {
-    const parts = splitToken(token)
-    if (parts === null) return undefined
-    const session = sessions.get(parts.peerId)
-    if (session === undefined || session.ended) return undefined
-    return timingSafeEqual(sha256(parts.secret), session.secretHash) ? session : undefined
-  }
-
-  function newSession (ip: string, peerId = randomBytes(16).toString('base64url')): Session {
-    const session: Session = {
-      peerId, secretHash: Buffer.alloc(32), roomId: null, ip, conn: null, held: [], graceTimer: null, ended: false, moved: false, log: opts.log.child({ peerId })
+  const router = createRouter({
+    mesh,
+    clock,
+    metrics,
+    log: opts.log.child({ component: 'router' }),
+    queueMax: Math.max(limits.resumeBufferMax, 1),
+    deadlineMs: limits.rerouteDeadlineMs,
+    orphaned (peerId, roomId, env) {
+      const session = sessions.get(peerId)
+      if (session !== undefined && session.roomId === roomId) delivery.deliver(session, env)
+      else undeliverable(env)
+    },
+    failed (env) {
+      if (env.origin === self && RELAY_TYPES.has(env.type)) notify(env.from, 'unavailable', env.type, env.id)
     }
-    sessions.set(peerId, session)
-    return session
-  }
+  })
 
-  // --- sending ------------------------------------------------------------
+  // --- telling peers ----------------------------------------------------------
 
-  function sendRaw (session: Session, data: string, type: string): void {
-    const conn = session.conn
-    if (conn === null) {
-      if (limits.resumeBufferMax === 0) return
-      session.held.push(data)
-      if (session.held.length > limits.resumeBufferMax) {
-        session.held.shift()
-        session.log.warn({ limit: limits.resumeBufferMax }, 'resume buffer full, dropped the oldest message')
-      }
-      return
-    }
-    if (conn.transport.bufferedAmount > limits.maxBufferedBytes) {
-      // A reader this slow would make us hold its backlog in memory; cut it loose (it may resume).
-      endConnection(conn, 'slow')
-      session.held.push(data)
-      return
-    }
-    conn.transport.send(data)
-    metrics.messageOut(type)
-  }
-
+  /** A direct reply to a peer's own message: to its socket, or held with the rest while it is away. */
   function send<T extends ServerMessageType> (session: Session, type: T, data: ServerData<T>, id?: string): void {
-    sendRaw(session, frame(type, data, id), type)
+    const text = frame(type, data, id)
+    const conn = session.conn
+    if (conn !== null && conn.writable) {
+      conn.transport.send(text)
+      metrics.messageOut(type)
+    } else if (session.roomId !== null) {
+      delivery.deliver(session, { frame: text, type, from: '', id: '', epoch: 0, seq: 0, origin: self })
+    }
   }
 
   function sendError (session: Session, code: ErrorCode, extra: { type?: string, id?: string, message?: string } = {}): void {
@@ -214,46 +105,43 @@ export function createSignalingHub (opts: HubOptions) {
     send(session, 'error', data, extra.id)
   }
 
-  // --- other instances ------------------------------------------------------
-
-  function publish (instance: string, msg: BusMessage): Promise<void> {
-    if (cluster === undefined) return Promise.resolve()
-    return cluster.publish(instance, encodeBus(msg))
+  /** An error for a local sender about one of its relays. */
+  function notify (peerId: string, code: ErrorCode, type: string, id: string): void {
+    const sender = sessions.get(peerId)
+    if (sender !== undefined) sendError(sender, code, { type, id: id === '' ? undefined : id })
   }
 
-  /** Publishes to each instance, logging (not throwing) failures: used where no one waits for an answer. */
-  function publishAll (instances: Iterable<string>, msg: BusMessage): void {
-    for (const instance of instances) {
-      publish(instance, msg).catch((err: unknown) => {
-        opts.log.warn({ err, instance, kind: msg.kind }, 'could not reach another instance')
-      })
-    }
+  /** A relay that will never reach its target: its sender hears peer_not_found, wherever it is. */
+  function undeliverable (env: Envelope): void {
+    if (!RELAY_TYPES.has(env.type) || env.from === '') return
+    if (env.origin === self) notify(env.from, 'peer_not_found', env.type, env.id)
+    else post(env.origin, { kind: 'F', origin: self, from: env.from, type: env.type, id: env.id })
   }
 
-  /** The other instances holding members of a room this instance has members in. */
-  function remoteInstances (roomId: string): Set<string> {
-    const out = new Set<string>()
-    const route = routes.get(roomId)
-    if (route !== undefined) for (const instance of route.values()) if (instance !== self) out.add(instance)
-    return out
+  /** Sends to another instance where nobody waits for the answer; failures are logged. */
+  function post (node: string, msg: BusMessage): Promise<boolean> {
+    return mesh.send(node, msg).catch((err: unknown) => {
+      opts.log.warn({ err, node, kind: msg.kind }, 'could not reach another instance')
+      return false
+    })
   }
 
-  /** Sends one frame to every other member of a room, here and on other instances. */
-  function broadcast<T extends ServerMessageType> (roomId: string, except: Session, type: T, data: ServerData<T>): void {
+  /** Sends one server frame to every other member of a room, here and on other instances. */
+  function broadcast<T extends ServerMessageType> (roomId: string, sender: Session, type: T, data: ServerData<T>): void {
     const text = frame(type, data)
-    deliverToRoom(roomId, except.peerId, type, text)
-    if (cluster !== undefined) publishAll(remoteInstances(roomId), { kind: 'B', origin: self, roomId, except: except.peerId, type, frame: text })
+    const env: Envelope = { frame: text, type, from: sender.peerId, id: '', epoch: sender.epoch, seq: 0, origin: self }
+    for (const member of rooms.get(roomId) ?? []) if (member !== sender) delivery.deliver(member, env)
+    router.broadcast(roomId, sender.peerId, target => ({ ...env, seq: sender.nextSeq(target) }))
   }
 
-  function deliverToRoom (roomId: string, exceptPeerId: string, type: string, text: string): void {
-    const members = rooms.get(roomId)
-    if (members === undefined) return
-    for (const member of members) if (member.peerId !== exceptPeerId) sendRaw(member, text, type)
+  /** Tells the other instances in a room where a member is served now ('' = it left). */
+  function announce (roomId: string, peerId: string, node: string): void {
+    for (const other of router.nodesOf(roomId)) post(other, { kind: 'M', origin: self, roomId, peerId, node })
   }
 
-  // --- membership ---------------------------------------------------------
+  // --- membership -------------------------------------------------------------
 
-  function bindRoom (session: Session, roomId: string, members: Member[]): void {
+  function bindRoom (session: Session, roomId: string): void {
     session.roomId = roomId
     let local = rooms.get(roomId)
     if (local === undefined) {
@@ -261,11 +149,6 @@ export function createSignalingHub (opts: HubOptions) {
       rooms.set(roomId, local)
     }
     local.add(session)
-    // The store's answer is the current truth for the whole room.
-    const route = new Map(members.map(m => [m.peerId, m.instance]))
-    route.set(session.peerId, self)
-    for (const member of local) route.set(member.peerId, self)
-    routes.set(roomId, route)
     session.log = opts.log.child({ peerId: session.peerId, roomId })
   }
 
@@ -274,373 +157,357 @@ export function createSignalingHub (opts: HubOptions) {
     if (roomId === null) return null
     const local = rooms.get(roomId)
     local?.delete(session)
+    session.roomId = null
+    // Its own outbound counters stay: receivers remember them for as long as they stay.
+    session.seqFrom.clear()
+    session.log = opts.log.child({ peerId: session.peerId })
     if (local === undefined || local.size === 0) {
       rooms.delete(roomId)
-      routes.delete(roomId)
-    } else {
-      routes.get(roomId)?.delete(session.peerId)
+      router.dropRoom(roomId)
     }
-    session.roomId = null
-    session.log = opts.log.child({ peerId: session.peerId })
     return roomId
   }
 
-  /**
-   * Leaves the room now: the others hear of it at once, the store follows
-   * (unless `storeDone`: the cluster already removed the membership).
-   */
-  async function leaveRoom (session: Session, storeDone = false): Promise<void> {
-    const remotes = session.roomId === null ? new Set<string>() : remoteInstances(session.roomId)
-    const roomId = unbindRoom(session)
-    if (roomId === null) return
-    const text = frame('peer-disconnected', { peerId: session.peerId })
-    deliverToRoom(roomId, session.peerId, 'peer-disconnected', text)
-    publishAll(remotes, { kind: 'M', origin: self, roomId, peerId: session.peerId, instance: '' })
-    publishAll(remotes, { kind: 'B', origin: self, roomId, except: session.peerId, type: 'peer-disconnected', frame: text })
+  /** The peer is no longer in its room: the others hear of it at once, here and elsewhere. */
+  function departed (session: Session): string | null {
+    const roomId = session.roomId
+    if (roomId === null) return null
+    broadcast(roomId, session, 'peer-disconnected', { peerId: session.peerId })
+    announce(roomId, session.peerId, '')
+    unbindRoom(session)
     session.log.info({ roomId }, 'left room')
-    if (!storeDone) await store.leaveRoom(roomId, session.peerId)
+    return roomId
+  }
+
+  /** Leaves the room now; the store follows. */
+  async function leaveRoom (session: Session): Promise<void> {
+    const roomId = departed(session)
+    if (roomId !== null) await store.leaveRoom(roomId, session.peerId)
+  }
+
+  /** Drops a session from this instance only, leaving its shared state alone (it lives on elsewhere). */
+  function forget (session: Session): void {
+    session.ended = true
+    session.moved = true
+    clearTimers(session)
+    if (sessions.get(session.peerId) === session) sessions.delete(session.peerId)
+    unbindRoom(session)
+  }
+
+  function clearTimers (session: Session): void {
+    if (session.graceTimer !== null) clock.clearTimeout(session.graceTimer)
+    session.graceTimer = null
+    const wait = awaiting.get(session)
+    if (wait !== undefined) clock.clearTimeout(wait.timer)
+    awaiting.delete(session)
   }
 
   /** The session is over for good (clean close, grace expired, kicked). */
   function endSession (session: Session): void {
     if (session.ended) return
     session.ended = true
-    if (session.graceTimer !== null) clearTimeout(session.graceTimer)
+    clearTimers(session)
+    // The shared record goes first (with the room membership, in one step),
+    // so once the room hears of the departure the token resumes nowhere.
+    mesh.endSession(session.peerId, session.roomId).then((ended) => {
+      if (ended === null) {
+        // Claimed by another instance meanwhile: its release (with the handover) is on its way.
+        session.log.info('session resumed elsewhere as it ended here; waiting for the release')
+        session.graceTimer = clock.setTimeout(() => finish(session), RELEASE_WAIT_MS)
+        return
+      }
+      finish(session)
+    }, (err: unknown) => {
+      session.log.warn({ err }, 'could not end the session in the store; its entries expire with their TTL')
+      finish(session)
+    })
+  }
+
+  function finish (session: Session): void {
     session.graceTimer = null
-    sessions.delete(session.peerId)
-    session.held = []
-    // The shared record goes first (one Redis round trip that also removes
-    // the membership), so once the room hears of the departure the token can
-    // no longer resume anywhere.
-    const forgotten = cluster === undefined ? Promise.resolve(false) : cluster.endSession(session.peerId)
-    forgotten
-      .catch((err: unknown) => {
-        session.log.warn({ err }, 'could not end the session in the store; it expires with its TTL')
-        return false
-      })
-      .then((removed) => leaveRoom(session, removed))
-      .catch((err: unknown) => {
-        session.log.warn({ err }, 'could not remove a departed peer from the store; its entries expire with their TTL')
-      })
+    if (sessions.get(session.peerId) === session) sessions.delete(session.peerId)
+    delivery.discard(session)
+    departed(session)
   }
 
   /** The connection dropped without a clean close: keep the identity and room for the grace. */
   function holdSession (session: Session): void {
-    if (shuttingDown && cluster !== undefined) {
-      // Its record stays in Redis: the peer resumes on another instance, or a
-      // survivor ends the session after the grace (see redis-cluster.ts).
-      forget(session)
-      return
-    }
-    if (limits.resumeGraceMs === 0 || shuttingDown) {
+    // Nothing to resume without a room; alone, nobody could take the session over after shutdown.
+    if (session.roomId === null || limits.resumeGraceMs === 0 || (shuttingDown && !mesh.shared)) {
       endSession(session)
       return
     }
     session.log.info({ graceMs: limits.resumeGraceMs }, 'connection dropped, holding session for resume')
-    session.graceTimer = setTimeout(() => {
+    session.graceTimer = clock.setTimeout(() => {
+      session.graceTimer = null
       session.log.info('resume grace expired')
       endSession(session)
     }, limits.resumeGraceMs)
-    session.graceTimer.unref()
   }
 
-  /** Drops a session from this instance only, leaving its shared state alone. */
-  function forget (session: Session): void {
-    session.ended = true
-    session.moved = true
-    if (session.graceTimer !== null) clearTimeout(session.graceTimer)
-    session.graceTimer = null
-    sessions.delete(session.peerId)
+  // --- moving between instances ---------------------------------------------------
+
+  /** The peer resumed on `node`: hand over what is held for it and pass on what still arrives. */
+  function release (peerId: string, node: string): void {
+    const session = sessions.get(peerId)
+    if (session === undefined || session.moved) {
+      // Nothing held here: say so at once, so the new owner does not wait.
+      post(node, { kind: 'H', origin: self, peerId, baseline: [], held: [] })
+      return
+    }
+    session.log.info({ to: node }, 'session resumed on another instance')
+    const held = delivery.takeHeld(session)
+    const baseline = session.baseline()
     const roomId = session.roomId
-    const local = roomId === null ? undefined : rooms.get(roomId)
-    if (roomId !== null && local !== undefined) {
-      local.delete(session)
-      if (local.size === 0) {
-        rooms.delete(roomId)
-        routes.delete(roomId)
+    const conn = session.conn
+    forget(session)
+    if (roomId !== null) router.moved(roomId, peerId, node)
+    forwards.set(peerId, { node, until: clock.now() + FORWARD_MS })
+    conn?.end('replaced')
+    post(node, { kind: 'H', origin: self, peerId, baseline, held }).then((received) => {
+      if (!received) for (const env of held) undeliverable(env)
+    })
+  }
+
+  /** The handover arrived (or its wait timed out): frames flow to the resumed session, in order. */
+  function handedOver (session: Session, handover: Handover | null): void {
+    const wait = awaiting.get(session)
+    if (wait === undefined) {
+      // Late (after the wait): still deliver, through the sequence check.
+      for (const env of handover?.held ?? []) delivery.deliver(session, env)
+      return
+    }
+    clock.clearTimeout(wait.timer)
+    awaiting.delete(session)
+    const parked = wait.parked
+    const merged = parked === null ? handover : handover === null ? parked : { baseline: [...parked.baseline, ...handover.baseline], held: [...parked.held, ...handover.held] }
+    delivery.openGate(session, merged)
+  }
+
+  /** A token this instance does not hold: ask the mesh, and take the session over if it is genuine. */
+  async function resumeFromMesh (token: string, ip: string): Promise<{ session: Session, token: string } | null> {
+    const parts = splitToken(token)
+    if (parts === null || sessions.has(parts.peerId)) return null
+    const record = await mesh.readSession(parts.peerId)
+    if (record === null || !secretMatches(parts.secret, record.secret)) return null
+
+    const issued = issueToken(parts.peerId)
+    const session = new Session(parts.peerId, issued.hash, ip, opts.log.child({ peerId: parts.peerId }))
+    sessions.set(session.peerId, session)
+    // Frames for it wait from now until the previous instance's handover is in.
+    delivery.closeGate(session)
+    if (record.room !== '') {
+      bindRoom(session, record.room)
+      router.learnRoom(record.room, [{ peerId: session.peerId, instance: self }])
+    }
+    let claimed
+    try {
+      claimed = await mesh.claimSession(parts.peerId, record.secret, issued.hash.toString('hex'))
+    } catch (err) {
+      abandon(session, true)
+      throw err
+    }
+    if (claimed === null) {
+      abandon(session, false)
+      return null
+    }
+    session.epoch = claimed.epoch
+    if (claimed.roomId !== session.roomId) {
+      unbindRoom(session)
+      if (claimed.roomId !== null) bindRoom(session, claimed.roomId)
+    }
+    if (claimed.roomId !== null) {
+      router.learnRoom(claimed.roomId, claimed.members)
+      // Announced before the peer is greeted: whatever it sends next travels behind this.
+      announce(claimed.roomId, session.peerId, self)
+    }
+    const previousAlive = claimed.previous !== self && await post(claimed.previous, { kind: 'T', origin: self, peerId: session.peerId })
+    if (previousAlive) {
+      const timer = clock.setTimeout(() => {
+        session.log.warn({ previous: claimed.previous }, 'no handover from the previous instance in time; going on without it')
+        handedOver(session, null)
+      }, HANDOVER_WAIT_MS)
+      awaiting.set(session, { timer, parked: claimed.parked })
+    } else {
+      delivery.openGate(session, claimed.parked)
+    }
+    return { session, token: issued.token }
+  }
+
+  /**
+   * A claim that failed: the session is not served here. When the outcome is
+   * unknown (the store did not answer), it may have been applied: end it in
+   * the store if this instance turns out to own it, so it is not orphaned.
+   */
+  function abandon (session: Session, unknownOutcome: boolean): void {
+    const roomId = session.roomId
+    forget(session)
+    delivery.discard(session)
+    if (!unknownOutcome) return
+    let attempts = 0
+    const cleanUp = (): void => {
+      mesh.endSession(session.peerId, roomId).then((ended) => {
+        if (ended === null || ended.roomId === '') return
+        session.log.info('a failed resume had taken the session over; ended it')
+        gone([ended])
+      }, () => {
+        if (++attempts < 10) clock.setTimeout(cleanUp, 1000)
+      })
+    }
+    cleanUp()
+  }
+
+  /** Sessions ended elsewhere (a reaped instance, a failed claim): tell their rooms, here and on other instances. */
+  function gone (ended: Array<{ peerId: string, roomId: string, remaining: Array<{ peerId: string, instance: string }> }>): void {
+    for (const { peerId, roomId, remaining } of ended) {
+      const text = frame('peer-disconnected', { peerId })
+      const env: Envelope = { frame: text, type: 'peer-disconnected', from: peerId, id: '', epoch: 0, seq: 0, origin: self }
+      router.moved(roomId, peerId, '')
+      for (const member of rooms.get(roomId) ?? []) if (member.peerId !== peerId) delivery.deliver(member, env)
+      const others = new Set(remaining.map(m => m.instance).filter(node => node !== self))
+      for (const node of others) {
+        post(node, { kind: 'M', origin: self, roomId, peerId, node: '' })
+        post(node, { kind: 'D', origin: self, roomId, from: peerId, epoch: 0, type: 'peer-disconnected', id: '', broadcast: true, targets: [], frame: text })
       }
     }
   }
 
-  // --- connections --------------------------------------------------------
+  // --- connections ----------------------------------------------------------------
 
-  function endConnection (conn: Connection, reason: ServerCloseReason): void {
-    if (conn.serverClose !== null) return
-    conn.serverClose = reason
-    switch (reason) {
-      case 'abuse': conn.transport.close(CloseCodes.policyViolation, 'message rate far above limit'); break
-      case 'replaced': conn.transport.close(CloseCodes.replaced, 'replaced'); break
-      case 'shutdown': conn.transport.close(CloseCodes.goingAway, 'server shutting down'); break
-      default: conn.transport.terminate()
+  /** Binds a connection to its session and greets it: welcome first, then anything held. */
+  function attach (conn: Connection, session: Session, token: string, resumed: boolean): void {
+    conn.session = session
+    if (conn.closedCode !== null) {
+      // The socket went away while the resume was looked up.
+      if (resumed) holdSession(session)
+      else endSession(session)
+      return
+    }
+    if (session.graceTimer !== null) clock.clearTimeout(session.graceTimer)
+    session.graceTimer = null
+    // A half-open old connection is taken over.
+    if (session.conn !== null && session.conn !== conn) session.conn.end('replaced')
+    session.ip = conn.ip
+    session.conn = conn
+    conn.transport.send(frame('welcome', {
+      peerId: session.peerId,
+      protocol: PROTOCOL_VERSION,
+      heartbeatMs: limits.heartbeatMs,
+      resumeToken: token,
+      iceServers: opts.iceServers(session.peerId)
+    }))
+    metrics.messageOut('welcome')
+    if (resumed) {
+      metrics.resume()
+      session.log.info({ delivered: delivery.flushHeld(session) }, 'session resumed')
+    } else {
+      session.log.debug('connected')
     }
   }
 
-  function detach (conn: Connection): void {
-    if (!connections.delete(conn)) return
-    const count = (connectionsPerIp.get(conn.ip) ?? 1) - 1
-    if (count <= 0) connectionsPerIp.delete(conn.ip)
-    else connectionsPerIp.set(conn.ip, count)
+  function fresh (ip: string): { session: Session, token: string } {
+    const peerId = newPeerId()
+    const issued = issueToken(peerId)
+    const session = new Session(peerId, issued.hash, ip, opts.log.child({ peerId }))
+    sessions.set(peerId, session)
+    // Recorded on the mesh by the first join: before that there is nothing to resume elsewhere.
+    return { session, token: issued.token }
+  }
+
+  function localSessionFor (token: string): Session | undefined {
+    const parts = splitToken(token)
+    if (parts === null) return undefined
+    const session = sessions.get(parts.peerId)
+    if (session === undefined || session.ended) return undefined
+    return secretMatches(parts.secret, session.secretHash) ? session : undefined
   }
 
   function onClosed (conn: Connection, code: number): void {
-    detach(conn)
+    connections.remove(conn)
     conn.closedCode = code
     const session = conn.session
     if (session === null) return // still resolving a resume: attach() sees closedCode
     if (session.conn !== conn) return // replaced by a resumed connection: nothing to do
     session.conn = null
-    const reason = conn.serverClose
-    const clientClosedCleanly = reason === null && CLEAN_CLIENT_CLOSE.has(code)
-    if (clientClosedCleanly || (reason !== null && !HOLD_AFTER.has(reason))) {
-      session.log.info({ code, reason }, 'connection closed')
+    if (conn.holdsSession) holdSession(session)
+    else {
+      session.log.info({ code, reason: conn.serverClose }, 'connection closed')
       endSession(session)
-    } else {
-      holdSession(session)
     }
   }
 
-  /** Token bucket per connection; sustained overflow ends the connection with 1008. */
-  function admit (conn: Connection, now: number): boolean {
-    const elapsedS = (now - conn.refilledAt) / 1000
-    conn.refilledAt = now
-    conn.tokens = Math.min(limits.rateBurst, conn.tokens + elapsedS * limits.ratePerS)
-    if (conn.tokens >= 1) {
-      conn.tokens -= 1
-      return true
+  const handlers = createHandlers({
+    store,
+    limits,
+    metrics,
+    log: opts.log,
+    sessions,
+    router,
+    delivery,
+    self,
+    send,
+    sendError,
+    broadcast,
+    announce,
+    bindRoom,
+    leaveRoom,
+    internalError: (session, err) => {
+      session.log.error({ err }, 'message handler failed')
+      if (!session.ended) sendError(session, 'unavailable')
     }
-    conn.drops.push(now)
-    while (conn.drops.length > 0 && (conn.drops[0] ?? now) <= now - ABUSE_WINDOW_MS) conn.drops.shift()
-    if (conn.drops.length >= limits.abuseMaxDrops) {
-      opts.log.warn({ peerId: conn.session?.peerId, drops: conn.drops.length }, 'closing connection for sustained message flooding')
-      endConnection(conn, 'abuse')
-    }
-    return false
-  }
+  })
 
-  function onMessage (conn: Connection, data: Buffer | string, isBinary: boolean): void {
-    if (conn.serverClose !== null) return
-    const now = performance.now()
-    const session = conn.session
-    if (!admit(conn, now)) {
-      // Nothing may precede welcome: while a resume is pending, excess frames just drop.
-      if (conn.serverClose === null && session !== null) sendError(session, 'rate_limited', { message: 'Message rate limit exceeded; message dropped' })
-      return
-    }
-    if (isBinary) {
-      if (session !== null) sendError(session, 'bad_json', { message: 'Binary frames are not accepted' })
-      return
-    }
-    const raw = typeof data === 'string' ? data : data.toString('utf8')
-    // One message at a time per connection, so a relay never overtakes the join before it.
-    if (conn.busy) conn.queue.push({ raw, at: now })
-    else run(conn, raw, now)
-  }
+  // --- messages from other instances -------------------------------------------------
 
-  function run (conn: Connection, raw: string, at: number): void {
-    const session = conn.session
-    if (session === null) return
-    let pending: Promise<void> | undefined
-    try {
-      pending = dispatch(session, raw, at)
-    } catch (err) {
-      internalError(session, err)
-    }
-    if (pending === undefined) return
-    conn.busy = true
-    pending.catch((err: unknown) => internalError(session, err)).finally(() => {
-      conn.busy = false
-      drain(conn)
-    })
-  }
-
-  function drain (conn: Connection): void {
-    while (!conn.busy && conn.queue.length > 0) {
-      const next = conn.queue.shift()
-      if (next !== undefined) run(conn, next.raw, next.at)
-    }
-  }
-
-  function internalError (session: Session, err: unknown): void {
-    session.log.error({ err }, 'message handler failed')
-    if (!session.ended) sendError(session, 'unavailable')
-  }
-
-  // --- message handlers -----------------------------------------------------
-
-  /** Returns a promise only for handlers that wait on the store. */
-  function dispatch (session: Session, raw: string, at: number): Promise<void> | undefined {
-    const msg = parseFrame(raw)
-    if (!msg.ok) {
-      metrics.messageIn('invalid')
-      sendError(session, msg.code, { message: msg.message, type: msg.type, id: msg.id })
-      return undefined
-    }
-    metrics.messageIn(msg.type)
-    return handle(session, msg, at)
-  }
-
-  function handle (session: Session, msg: InboundMessage, at: number): Promise<void> | undefined {
-    switch (msg.type) {
-      case 'join': return join(session, msg.data, msg.id)
-      case 'leave': return leave(session, msg.data, msg.id)
-      case 'offer':
-        relay(session, msg.data.peerId, 'offer', { offer: { type: msg.data.offer.type, sdp: msg.data.offer.sdp }, peerId: session.peerId, from: session.peerId }, msg.id, at)
-        return undefined
-      case 'answer':
-        relay(session, msg.data.peerId, 'answer', { answer: { type: msg.data.answer.type, sdp: msg.data.answer.sdp }, peerId: session.peerId, from: session.peerId }, msg.id, at)
-        return undefined
-      case 'ice-candidate': {
-        const c = msg.data.candidate
-        const candidate = c === null
-          ? null
-          : { candidate: c.candidate, sdpMid: c.sdpMid, sdpMLineIndex: c.sdpMLineIndex, usernameFragment: c.usernameFragment }
-        relay(session, msg.data.peerId, 'ice-candidate', { candidate, peerId: session.peerId, from: session.peerId }, msg.id, at)
-        return undefined
-      }
-      case 'initiator-online':
-        if (session.roomId !== msg.data.roomId) sendError(session, 'not_in_room', { type: msg.type, id: msg.id })
-        else broadcast(session.roomId, session, 'initiator-online', { roomId: session.roomId })
-        return undefined
-      case 'recipient-ready': {
-        const claimed = msg.data.roomId
-        const inRoom = session.roomId !== null && (claimed === undefined || claimed === null || claimed === session.roomId)
-        if (!inRoom || session.roomId === null) sendError(session, 'not_in_room', { type: msg.type, id: msg.id })
-        else broadcast(session.roomId, session, 'recipient-ready', { peerId: session.peerId })
-        return undefined
-      }
-      case 'ping':
-        send(session, 'pong', {}, msg.id)
-        return undefined
-    }
-  }
-
-  /**
-   * §3.3: delivered only when sender and target are in the same room right
-   * now. Here: the sender's room is checked; a local target's room too. For a
-   * target on another instance, that instance checks the target's room
-   * against the room stamped here, and answers a refusal with an F message.
-   */
-  function relay<T extends 'offer' | 'answer' | 'ice-candidate'> (
-    sender: Session, targetId: string, type: T, data: ServerData<T>, id: string | undefined, at: number
-  ): void {
-    const roomId = sender.roomId
-    const target = sessions.get(targetId)
-    if (roomId !== null && target !== undefined && target !== sender && target.roomId === roomId) {
-      send(target, type, data)
-      metrics.relayLatency((performance.now() - at) / 1000)
-      return
-    }
-    const instance = roomId === null || target !== undefined ? undefined : routes.get(roomId)?.get(targetId)
-    if (roomId === null || instance === undefined || instance === self) {
-      sendError(sender, 'peer_not_found', { type, id })
-      return
-    }
-    publish(instance, { kind: 'R', origin: self, to: targetId, roomId, from: sender.peerId, type, id: id ?? '', frame: frame(type, data) })
-      .catch(() => sendError(sender, 'unavailable', { type, id }))
-    metrics.relayLatency((performance.now() - at) / 1000)
-  }
-
-  async function join (session: Session, data: ClientData<'join'>, id: string | undefined): Promise<void> {
-    const { roomId } = data
-    const reply = (extra: Omit<ServerData<'joinResponse'>, 'roomId'>) => {
-      if (!extra.success && extra.code !== undefined) metrics.error(extra.code)
-      send(session, 'joinResponse', { ...extra, roomId }, id)
-    }
-    if (session.roomId !== null && session.roomId !== roomId) {
-      reply({ success: false, code: 'already_in_room', message: errorText('already_in_room') })
-      return
-    }
-    const rejoin = session.roomId === roomId
-    try {
-      // A same-room rejoin (re-negotiation after a P2P drop) is never rate limited.
-      if (!rejoin && limits.joinRateLimit) {
-        const rate = await store.hitJoinRateLimit(session.ip)
-        if (!rate.allowed) {
-          reply({ success: false, code: 'rate_limited', message: `Rate limit exceeded. Try again in ${rate.retryAfterS}s. Attempts left: ${rate.remaining}.` })
-          return
-        }
-      }
-      const result = await store.joinRoom(roomId, session.peerId, limits.maxPeers, cluster === undefined ? undefined : session.secretHash.toString('hex'))
-      if (session.ended) {
-        // The peer went away while the store answered: undo, nobody was told.
-        if (!session.moved) await store.leaveRoom(roomId, session.peerId)
-        return
-      }
-      if (!result.ok) {
-        reply({ success: false, code: result.code, message: errorText(result.code) })
-        return
-      }
-      bindRoom(session, roomId, result.members)
-      session.log.info({ rejoin }, 'joined room')
-      reply({ success: true, message: JOIN_OK, peerId: session.peerId, peers: result.members.map(m => m.peerId).filter(p => p !== session.peerId) })
-      if (!rejoin) publishAll(remoteInstances(roomId), { kind: 'M', origin: self, roomId, peerId: session.peerId, instance: self })
-      broadcast(roomId, session, 'ready', { peerId: session.peerId })
-    } catch (err) {
-      session.log.warn({ err }, 'join failed: store unavailable')
-      reply({ success: false, code: 'unavailable', message: errorText('unavailable') })
-    }
-  }
-
-  async function leave (session: Session, data: ClientData<'leave'>, id: string | undefined): Promise<void> {
-    if (session.roomId !== data.roomId) {
-      metrics.error('not_in_room')
-      send(session, 'leaveResponse', { success: false, roomId: data.roomId, code: 'not_in_room' }, id)
-      return
-    }
-    try {
-      await leaveRoom(session)
-    } catch (err) {
-      // Locally the peer has left (others were told); the store entry expires with the room.
-      session.log.warn({ err }, 'leave: store unavailable')
-    }
-    send(session, 'leaveResponse', { success: true, roomId: data.roomId }, id)
-  }
-
-  // --- messages from other instances ------------------------------------------
-
-  function onBus (payload: string): void {
-    const msg = decodeBus(payload)
-    if (msg === null) {
-      opts.log.warn('dropped a malformed message from another instance')
-      return
-    }
+  function onBus (msg: BusMessage): void {
     if (msg.origin === self) return // never act on our own echo
     switch (msg.kind) {
-      case 'R': {
-        const target = sessions.get(msg.to)
-        if (target !== undefined && target.roomId === msg.roomId) {
-          sendRaw(target, msg.frame, msg.type)
-          return
+      case 'D': {
+        const listed = new Set<string>()
+        const onward = new Map<string, Array<[string, number]>>()
+        const envFor = (seq: number): Envelope => ({ frame: msg.frame, type: msg.type, from: msg.from, id: msg.id, epoch: msg.epoch, seq, origin: msg.origin })
+        const now = clock.now()
+        for (const [peerId, seq] of msg.targets) {
+          listed.add(peerId)
+          const target = sessions.get(peerId)
+          if (target !== undefined && target.roomId === msg.roomId) {
+            delivery.deliver(target, envFor(seq))
+            continue
+          }
+          const forward = target === undefined ? forwards.get(peerId) : undefined
+          if (forward !== undefined && forward.until > now) {
+            const group = onward.get(forward.node)
+            if (group === undefined) onward.set(forward.node, [[peerId, seq]])
+            else group.push([peerId, seq])
+          } else {
+            undeliverable(envFor(seq))
+          }
         }
-        const forward = forwards.get(msg.to)
-        if (target === undefined && forward !== undefined) {
-          publishAll([forward.instance], msg)
-          return
+        if (msg.broadcast) {
+          for (const member of rooms.get(msg.roomId) ?? []) {
+            if (!listed.has(member.peerId) && member.peerId !== msg.from) delivery.deliver(member, envFor(0))
+          }
         }
-        publishAll([msg.origin], { kind: 'F', origin: self, to: msg.from, type: msg.type, id: msg.id })
+        for (const [node, targets] of onward) {
+          post(node, { ...msg, broadcast: false, targets }).then((received) => {
+            if (!received) for (const [, seq] of targets) undeliverable(envFor(seq))
+          })
+        }
         return
       }
-      case 'F': {
-        const sender = sessions.get(msg.to)
-        if (sender !== undefined) sendError(sender, 'peer_not_found', { type: msg.type, id: msg.id === '' ? undefined : msg.id })
+      case 'F':
+        notify(msg.from, 'peer_not_found', msg.type, msg.id)
         return
-      }
-      case 'B':
-        deliverToRoom(msg.roomId, msg.except, msg.type, msg.frame)
+      case 'M':
+        router.moved(msg.roomId, msg.peerId, msg.node)
         return
-      case 'M': {
-        const route = routes.get(msg.roomId)
-        if (route === undefined) return
-        if (msg.instance === '') route.delete(msg.peerId)
-        else route.set(msg.peerId, msg.instance)
-        return
-      }
       case 'T':
         release(msg.peerId, msg.origin)
         return
       case 'H': {
         const session = sessions.get(msg.peerId)
-        if (session !== undefined) for (const text of msg.frames) sendRaw(session, text, 'handover')
+        if (session !== undefined) handedOver(session, { baseline: msg.baseline, held: msg.held })
+        else for (const env of msg.held) undeliverable(env)
         return
       }
       case 'L': {
@@ -652,124 +519,34 @@ export function createSignalingHub (opts: HubOptions) {
     }
   }
 
-  /** The peer resumed on `instance`: hand over what was held for it and stop serving it here. */
-  function release (peerId: string, instance: string): void {
-    const session = sessions.get(peerId)
-    if (session === undefined) return
-    session.log.info({ to: instance }, 'session resumed on another instance')
-    const held = session.held
-    const roomId = session.roomId
-    forget(session)
-    if (roomId !== null) routes.get(roomId)?.set(peerId, instance)
-    forwards.set(peerId, { instance, until: Date.now() + Math.max(limits.resumeGraceMs, 5000) })
-    if (held.length > 0) publishAll([instance], { kind: 'H', origin: self, peerId, frames: held })
-    if (session.conn !== null) endConnection(session.conn, 'replaced')
-  }
-
-  /** A token this instance does not hold: ask the cluster, and take the session over if it is genuine. */
-  async function resumeFromCluster (token: string, ip: string): Promise<{ session: Session, token: string } | null> {
-    const parts = splitToken(token)
-    if (cluster === undefined || parts === null || sessions.has(parts.peerId)) return null
-    const record = await cluster.readSession(parts.peerId)
-    if (record === null) return null
-    const stored = Buffer.from(record.secret, 'hex')
-    const given = sha256(parts.secret)
-    if (stored.length !== given.length || !timingSafeEqual(stored, given)) return null
-
-    const session = newSession(ip, parts.peerId)
-    const newToken = issueSecret(session)
-    const claimed = await cluster.claimSession(parts.peerId, record.secret, session.secretHash.toString('hex'))
-    if (claimed === null) {
-      sessions.delete(parts.peerId)
-      return null
-    }
-    if (claimed.roomId !== null) {
-      bindRoom(session, claimed.roomId, claimed.members)
-      publishAll(remoteInstances(claimed.roomId), { kind: 'M', origin: self, roomId: claimed.roomId, peerId: session.peerId, instance: self })
-    }
-    if (claimed.previousInstance !== self) publishAll([claimed.previousInstance], { kind: 'T', origin: self, peerId: session.peerId })
-    return { session, token: newToken }
-  }
-
-  /** Binds a connection to its session and greets it: welcome first, then anything held. */
-  function attach (conn: Connection, session: Session, token: string, resumed: boolean): void {
-    conn.session = session
-    if (conn.closedCode !== null) {
-      // The socket went away while the resume was looked up.
-      if (resumed) holdSession(session)
-      else endSession(session)
-      return
-    }
-    if (session.graceTimer !== null) clearTimeout(session.graceTimer)
-    session.graceTimer = null
-    // A half-open old connection is taken over.
-    if (session.conn !== null && session.conn !== conn) endConnection(session.conn, 'replaced')
-    session.ip = conn.ip
-    session.conn = conn
-    send(session, 'welcome', {
-      peerId: session.peerId,
-      protocol: PROTOCOL_VERSION,
-      heartbeatMs: limits.heartbeatMs,
-      resumeToken: token,
-      iceServers: opts.iceServers(session.peerId)
-    })
-    if (resumed) {
-      metrics.resume()
-      const held = session.held
-      session.held = []
-      session.log.info({ delivered: held.length }, 'session resumed')
-      for (const text of held) sendRaw(session, text, 'resumed')
-    } else {
-      session.log.debug('connected')
-    }
-  }
-
-  function fresh (ip: string): { session: Session, token: string } {
-    const session = newSession(ip)
-    // Recorded in Redis by the first join: before that there is nothing to resume elsewhere.
-    return { session, token: issueSecret(session) }
-  }
-
-  // --- public API -----------------------------------------------------------
+  // --- public API -----------------------------------------------------------------
 
   return {
     /** Open WebSocket connections from this IP (checked before an upgrade). */
     connectionsFrom (ip: string): number {
-      return connectionsPerIp.get(ip) ?? 0
+      return connections.from(ip)
     },
 
     /** Attaches a freshly upgraded socket: resumes the session its token names, or starts a new one. */
     open (transport: Transport, ctx: { ip: string, resumeToken?: string }): ConnectionHandle {
-      const conn: Connection = {
-        session: null,
-        transport,
-        ip: ctx.ip,
-        tokens: limits.rateBurst,
-        refilledAt: performance.now(),
-        drops: [],
-        awaitingPongs: 0,
-        serverClose: null,
-        closedCode: null,
-        busy: false,
-        queue: []
-      }
+      const conn = new Connection(transport, ctx.ip, limits, performance.now())
       connections.add(conn)
-      connectionsPerIp.set(ctx.ip, (connectionsPerIp.get(ctx.ip) ?? 0) + 1)
 
       const token = ctx.resumeToken
-      const local = token === undefined ? undefined : sessionForToken(token)
+      const local = token === undefined ? undefined : localSessionFor(token)
       if (local !== undefined) {
-        const rotated = issueSecret(local)
+        const issued = issueToken(local.peerId)
+        local.secretHash = issued.hash
         if (local.roomId !== null) {
-          cluster?.rotateSecret(local.peerId, local.secretHash.toString('hex')).catch((err: unknown) => {
+          mesh.rotateSecret(local.peerId, issued.hash.toString('hex')).catch((err: unknown) => {
             local.log.warn({ err }, 'rotated token not recorded in the store')
           })
         }
-        attach(conn, local, rotated, true)
-      } else if (token !== undefined && cluster !== undefined && splitToken(token) !== null) {
+        attach(conn, local, issued.token, true)
+      } else if (token !== undefined && mesh.shared && splitToken(token) !== null) {
         // The session may live on another instance: frames wait until it is settled.
         conn.busy = true
-        resumeFromCluster(token, ctx.ip)
+        resumeFromMesh(token, ctx.ip)
           .catch((err: unknown) => {
             opts.log.warn({ err }, 'resume lookup failed; starting a new session')
             return null
@@ -781,7 +558,7 @@ export function createSignalingHub (opts: HubOptions) {
               attach(conn, created.session, created.token, false)
             }
             conn.busy = false
-            drain(conn)
+            handlers.drain(conn)
           })
           .catch((err: unknown) => opts.log.error({ err }, 'attaching a connection failed'))
       } else {
@@ -790,7 +567,7 @@ export function createSignalingHub (opts: HubOptions) {
       }
 
       return {
-        message: (data, isBinary) => onMessage(conn, data, isBinary),
+        message: (data, isBinary) => handlers.onMessage(conn, data, isBinary),
         pong: () => { conn.awaitingPongs = 0 },
         closed: (code) => onClosed(conn, code),
         protocolError: () => {
@@ -800,62 +577,46 @@ export function createSignalingHub (opts: HubOptions) {
       }
     },
 
-    /** A message published to this instance by another one. */
+    /** A message from another instance. */
     onBus,
 
-    /** False while, in Redis mode, this instance cannot hear the other instances. */
-    reachable (): boolean {
-      return cluster?.subscribed ?? true
-    },
+    /** Sessions of a vanished instance were ended (by this instance, after the grace): tell their rooms. */
+    peersGone: gone,
 
-    /**
-     * Sessions of a dead instance were ended (by this instance, after the
-     * grace): tell their rooms, here and on every instance still in them.
-     */
-    peersGone (ended: Array<{ peerId: string, roomId: string, remaining: Member[] }>): void {
-      for (const { peerId, roomId, remaining } of ended) {
-        const text = frame('peer-disconnected', { peerId })
-        routes.get(roomId)?.delete(peerId)
-        deliverToRoom(roomId, peerId, 'peer-disconnected', text)
-        const others = new Set(remaining.map(m => m.instance).filter(i => i !== self))
-        publishAll(others, { kind: 'M', origin: self, roomId, peerId, instance: '' })
-        publishAll(others, { kind: 'B', origin: self, roomId, except: peerId, type: 'peer-disconnected', frame: text })
-      }
+    /** False while this instance cannot hear the other instances. */
+    reachable (): boolean {
+      return mesh.reachable
     },
 
     /** POST /api/leave_room: leave on behalf of a session that proves itself with its token. */
     async leaveWithToken (roomId: string, peerId: string, token: string): Promise<LeaveWithTokenResult> {
       const parts = splitToken(token)
       if (parts === null || parts.peerId !== peerId) return 'forbidden'
-      const session = sessionForToken(token)
+      const session = localSessionFor(token)
       if (session !== undefined) {
         if (session.roomId !== roomId) return 'not_in_room'
         await leaveRoom(session)
         return 'left'
       }
-      if (cluster === undefined || sessions.has(peerId)) return 'forbidden'
-      const record = await cluster.readSession(peerId)
-      const stored = record === null ? Buffer.alloc(0) : Buffer.from(record.secret, 'hex')
-      const given = sha256(parts.secret)
-      if (record === null || stored.length !== given.length || !timingSafeEqual(stored, given)) return 'forbidden'
+      if (sessions.has(peerId)) return 'forbidden'
+      const record = await mesh.readSession(peerId)
+      if (record === null || !secretMatches(parts.secret, record.secret)) return 'forbidden'
       if (record.room !== roomId) return 'not_in_room'
-      await publish(record.instance, { kind: 'L', origin: self, peerId, roomId })
+      if (!await mesh.send(record.node, { kind: 'L', origin: self, peerId, roomId })) {
+        // Its instance is gone: end the session here, on that instance's behalf.
+        const ended = await mesh.endSession(peerId, roomId, record.node)
+        if (ended !== null) gone([ended])
+      }
       return 'left'
     },
 
     /** One heartbeat round: ping everyone, terminate whoever missed two pongs. */
     heartbeat (): void {
-      for (const conn of connections) {
-        if (conn.serverClose !== null || conn.session === null) continue
-        if (conn.awaitingPongs >= 2) {
-          conn.session.log.info('heartbeat: two pongs missed, terminating')
-          endConnection(conn, 'heartbeat')
-          continue
-        }
-        conn.awaitingPongs++
-        conn.transport.ping()
+      for (const conn of connections.sweep()) {
+        conn.session?.log.info('heartbeat: two pongs missed, terminating')
+        conn.end('heartbeat')
       }
-      const now = Date.now()
+      const now = clock.now()
       for (const [peerId, forward] of forwards) if (forward.until <= now) forwards.delete(peerId)
     },
 
@@ -865,7 +626,7 @@ export function createSignalingHub (opts: HubOptions) {
     },
 
     stats () {
-      return { connections: connections.size, sessions: sessions.size, rooms: rooms.size }
+      return { connections: connections.size, sessions: sessions.size, rooms: rooms.size, ...router.stats() }
     },
 
     /**
@@ -875,27 +636,45 @@ export function createSignalingHub (opts: HubOptions) {
      */
     async shutdown (waitMs: number): Promise<void> {
       shuttingDown = true
-      for (const conn of connections) endConnection(conn, 'shutdown')
+      for (const conn of connections) conn.end('shutdown')
       const deadline = Date.now() + waitMs
-      while (connections.size > 0 && Date.now() < deadline) {
-        await new Promise(resolve => setTimeout(resolve, 20))
-      }
+      while (connections.size > 0 && Date.now() < deadline) await sleep(20)
       for (const conn of connections) conn.transport.terminate()
     },
 
     /**
-     * After shutdown, on a single instance: every remaining member leaves its
-     * room in the store (nobody else could resume them). In a cluster the
-     * sessions stay for resume elsewhere; see holdSession.
+     * After shutdown: keeps serving the sessions held for resume (buffering,
+     * handing over, forwarding) until they have all moved to other instances
+     * or ended, within `budgetMs`. What is still held then is parked on the
+     * mesh for whichever instance the peer resumes on; then this instance
+     * stops receiving and leaves the mesh.
      */
-    async drain (): Promise<void> {
-      const pending = [...sessions.values()].map(async (session) => {
-        forget(session)
-        if (session.roomId !== null && cluster === undefined) await store.leaveRoom(session.roomId, session.peerId).catch(() => {})
-      })
-      await Promise.all(pending)
+    async drain (budgetMs: number): Promise<void> {
+      // Waiting only helps when another instance can take the sessions over.
+      const deadline = Date.now() + (await mesh.othersAlive().catch(() => false) ? budgetMs : 0)
+      while ((sessions.size > 0 || router.stats().waiting > 0) && Date.now() < deadline) await sleep(20)
+      const leftovers = [...sessions.values()]
+      const park = async (session: Session, owner: string, held: Envelope[]): Promise<void> => {
+        if (held.length === 0) return
+        const handover: Handover = { baseline: session.baseline(), held }
+        const movedTo = await mesh.park(session.peerId, owner, handover).catch(() => null)
+        if (movedTo !== null && movedTo !== owner) await post(movedTo, { kind: 'H', origin: self, peerId: session.peerId, ...handover })
+      }
+      const parkAll = async (): Promise<void> => {
+        await Promise.all(leftovers.map(session => park(session, self, delivery.takeHeld(session))))
+        await Promise.all(router.takeWaiting().map(({ peerId, node, frames }) => mesh.park(peerId, node, { baseline: [], held: frames }).catch(() => null)))
+      }
+      await parkAll()
+      await mesh.stop()
+      // Whatever arrived until the subscription ended goes the same way.
+      await parkAll()
+      for (const session of leftovers) clearTimers(session)
+      if (leftovers.length > 0) opts.log.info({ sessions: leftovers.length }, 'left sessions for resume on other instances')
+      await mesh.leave(leftovers.length > 0)
     }
   }
 }
+
+const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
 
 export type SignalingHub = ReturnType<typeof createSignalingHub>

@@ -1,12 +1,13 @@
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
 import type { TSchema } from '@sinclair/typebox'
 import {
-  ClientMessageSchemas, EnvelopeSchema,
+  CORRELATION_ID_PATTERN, ClientMessageSchemas, EnvelopeSchema,
   type ClientData, type ClientMessageType, type ErrorCode, type ServerData, type ServerMessageType
 } from '../../schemas/ws'
 
 // Compiled once at load: validating a frame is a plain function call.
 const envelopeCheck = TypeCompiler.Compile(EnvelopeSchema)
+const correlationId = new RegExp(CORRELATION_ID_PATTERN)
 const dataChecks = new Map<string, TypeCheck<TSchema>>(
   Object.entries(ClientMessageSchemas).map(([type, schema]) => [type, TypeCompiler.Compile(schema)])
 )
@@ -60,7 +61,8 @@ export function parseFrame (raw: string): InboundMessage | InboundError {
 
   if (!envelopeCheck.Check(value)) {
     const candidate = value as { id?: unknown }
-    const id = typeof candidate.id === 'string' && candidate.id.length <= 64 ? candidate.id : undefined
+    // Echo the id only when it is a valid one: nothing malformed goes back out.
+    const id = typeof candidate.id === 'string' && correlationId.test(candidate.id) ? candidate.id : undefined
     return fail('invalid_message', { message: describe(envelopeCheck, value, 'envelope'), id })
   }
   const { type, id } = value

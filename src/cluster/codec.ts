@@ -1,0 +1,62 @@
+import { Type, type Static } from '@sinclair/typebox'
+import { TypeCompiler } from '@sinclair/typebox/compiler'
+import type { BusMessage } from '../signaling/bus'
+
+/*
+ * How bus messages travel in a Redis pub/sub payload. The header is a JSON
+ * array on the first line; a delivery's client frame follows the newline
+ * verbatim, so a relay is passed on without parsing or re-serialising it.
+ * JSON.stringify escapes every control character inside strings, so no field
+ * a client influences (ids, types, frames) can end the header early or forge
+ * another message: the only raw newline is the one written here. A decoded
+ * header is validated against its schema; anything else is dropped.
+ */
+
+const Str = Type.String()
+const Int = Type.Integer({ minimum: 0 })
+const EnvelopeSchema = Type.Object({ frame: Str, type: Str, from: Str, id: Str, epoch: Int, seq: Int, origin: Str })
+
+const HeaderSchema = Type.Union([
+  Type.Tuple([Type.Literal('D'), Str, Str, Str, Int, Str, Str, Type.Boolean(), Type.Array(Type.Tuple([Str, Int]))]),
+  Type.Tuple([Type.Literal('F'), Str, Str, Str, Str]),
+  Type.Tuple([Type.Literal('M'), Str, Str, Str, Str]),
+  Type.Tuple([Type.Literal('T'), Str, Str]),
+  Type.Tuple([Type.Literal('H'), Str, Str, Type.Array(Type.Tuple([Str, Int, Int])), Type.Array(EnvelopeSchema)]),
+  Type.Tuple([Type.Literal('L'), Str, Str, Str])
+])
+type Header = Static<typeof HeaderSchema>
+const headerCheck = TypeCompiler.Compile(HeaderSchema)
+
+export function encodeBus (msg: BusMessage): string {
+  switch (msg.kind) {
+    case 'D': return `${JSON.stringify(['D', msg.origin, msg.roomId, msg.from, msg.epoch, msg.type, msg.id, msg.broadcast, msg.targets])}\n${msg.frame}`
+    case 'F': return JSON.stringify(['F', msg.origin, msg.from, msg.type, msg.id])
+    case 'M': return JSON.stringify(['M', msg.origin, msg.roomId, msg.peerId, msg.node])
+    case 'T': return JSON.stringify(['T', msg.origin, msg.peerId])
+    case 'H': return JSON.stringify(['H', msg.origin, msg.peerId, msg.baseline, msg.held])
+    case 'L': return JSON.stringify(['L', msg.origin, msg.peerId, msg.roomId])
+  }
+}
+
+/** Parses a payload from another instance; null for anything malformed (the caller drops it). */
+export function decodeBus (payload: string): BusMessage | null {
+  const newline = payload.indexOf('\n')
+  let header: unknown
+  try {
+    header = JSON.parse(newline < 0 ? payload : payload.slice(0, newline))
+  } catch {
+    return null
+  }
+  if (!headerCheck.Check(header)) return null
+  const h: Header = header
+  // Only a delivery carries a frame after its header.
+  if ((h[0] === 'D') !== (newline >= 0)) return null
+  switch (h[0]) {
+    case 'D': return { kind: 'D', origin: h[1], roomId: h[2], from: h[3], epoch: h[4], type: h[5], id: h[6], broadcast: h[7], targets: h[8], frame: payload.slice(newline + 1) }
+    case 'F': return { kind: 'F', origin: h[1], from: h[2], type: h[3], id: h[4] }
+    case 'M': return { kind: 'M', origin: h[1], roomId: h[2], peerId: h[3], node: h[4] }
+    case 'T': return { kind: 'T', origin: h[1], peerId: h[2] }
+    case 'H': return { kind: 'H', origin: h[1], peerId: h[2], baseline: h[3], held: h[4] }
+    case 'L': return { kind: 'L', origin: h[1], peerId: h[2], roomId: h[3] }
+  }
+}

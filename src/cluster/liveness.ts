@@ -1,0 +1,103 @@
+import type { Redis } from 'ioredis'
+import { pairs, redisKeys } from '../redis/keys'
+import type { EndedSession } from '../signaling/mesh'
+
+/*
+ * Instance liveness: every instance writes a heartbeat into the `instances`
+ * sorted set every deadAfterMs/3. One silent for deadAfterMs is dead (SIGKILL,
+ * OOM, host loss, or a drain that left sessions behind): one survivor takes
+ * the reap lock, waits the resume grace so the dead instance's peers can
+ * resume elsewhere, then ends every session the dead instance still owns.
+ */
+
+export interface LivenessOptions {
+  redis: Redis & { pdEndSession: EndSessionCommand }
+  keyPrefix: string
+  node: string
+  sessionTtlS: number
+  roomEmptyTtlS: number
+  deadAfterMs: number
+  resumeGraceMs: number
+  log: { info: (o: object, m: string) => void, warn: (o: object, m: string) => void, error: (o: object, m: string) => void }
+  /** Sessions of a dead instance that were ended after the grace: tell their rooms. */
+  onSessionsEnded: (ended: EndedSession[]) => void
+}
+
+export type EndSessionCommand = (session: string, parked: string, instance: string, prefix: string, emptyTtl: number, peerId: string) => Promise<[string, string[]] | null>
+
+export function createLiveness (opts: LivenessOptions) {
+  const { redis } = opts
+  const keys = redisKeys(opts.keyPrefix)
+  const heartbeatMs = Math.max(100, Math.floor(opts.deadAfterMs / 3))
+  const reapTimers = new Set<NodeJS.Timeout>()
+  /** Since when our own Redis link has been up: reaping waits a full window after an outage. */
+  let healthySince: number | null = redis.status === 'ready' ? Date.now() : null
+  let stopped = false
+  redis.on('ready', () => { healthySince ??= Date.now() })
+  redis.on('close', () => { healthySince = null })
+
+  async function heartbeat (): Promise<void> {
+    const now = Date.now()
+    const ttlS = Math.ceil(opts.deadAfterMs * 4 / 1000) + Math.ceil(opts.resumeGraceMs / 1000) + opts.sessionTtlS
+    await redis.multi()
+      .zadd(keys.instancesKey, now, opts.node)
+      .expire(keys.instancesKey, ttlS)
+      .expire(keys.ownedKey(opts.node), ttlS)
+      .exec()
+    // Only judge others once our own view has been continuous for a full
+    // window: after an outage everyone's heartbeat is stale for a moment.
+    if (healthySince === null || now - healthySince < opts.deadAfterMs) return
+    const dead = await redis.zrangebyscore(keys.instancesKey, '-inf', now - opts.deadAfterMs)
+    for (const instance of dead) {
+      if (instance === opts.node) continue
+      const lockMs = opts.resumeGraceMs + opts.deadAfterMs * 2
+      const won = await redis.set(keys.reapKey(instance), opts.node, 'PX', lockMs, 'NX')
+      if (won !== 'OK') continue
+      opts.log.warn({ instance }, 'instance stopped heart-beating; its peers are ended after the resume grace unless they resume')
+      const timer = setTimeout(() => {
+        reapTimers.delete(timer)
+        reap(instance).catch((err: unknown) => opts.log.error({ err, instance }, 'reaping a dead instance failed; another instance will retry'))
+      }, opts.resumeGraceMs)
+      reapTimers.add(timer)
+    }
+  }
+
+  async function reap (instance: string): Promise<void> {
+    const peerIds = await redis.smembers(keys.ownedKey(instance))
+    const ended: EndedSession[] = []
+    for (const peerId of peerIds) {
+      const reply = await redis.pdEndSession(keys.sessionKey(peerId), keys.parkedKey(peerId), instance, opts.keyPrefix, opts.roomEmptyTtlS, peerId)
+      if (reply !== null && reply[0] !== '') ended.push({ peerId, roomId: reply[0], remaining: pairs(reply[1]) })
+    }
+    await redis.multi().del(keys.ownedKey(instance)).zrem(keys.instancesKey, instance).del(keys.reapKey(instance)).exec()
+    opts.log.info({ instance, sessions: peerIds.length, inRooms: ended.length }, 'dead instance cleaned up')
+    if (ended.length > 0) opts.onSessionsEnded(ended)
+  }
+
+  const beat = (): void => {
+    if (stopped) return
+    heartbeat().catch(() => { /* Redis down: the client logs it; the next beat retries */ })
+  }
+  const timer = setInterval(beat, heartbeatMs)
+  timer.unref()
+
+  return {
+    start: beat,
+
+    /**
+     * Stops heart-beating. With sessions left behind, the instance is marked
+     * dead at once, so a survivor ends whatever does not resume within the
+     * grace; without, it simply leaves.
+     */
+    async stop (sessionsLeft: boolean): Promise<void> {
+      stopped = true
+      clearInterval(timer)
+      for (const t of reapTimers) clearTimeout(t)
+      reapTimers.clear()
+      const leaving = sessionsLeft
+        ? redis.zadd(keys.instancesKey, 0, opts.node)
+        : redis.multi().zrem(keys.instancesKey, opts.node).del(keys.ownedKey(opts.node)).exec()
+      await leaving.catch(() => {})
+    }
+  }
+}

@@ -1,0 +1,161 @@
+import type { Redis } from 'ioredis'
+import { CLAIM_SESSION, END_SESSION, PARK_HANDOVER, pairs, redisKeys } from '../redis/keys'
+import { StoreUnavailableError } from '../store/types'
+import type { Handover, Mesh, MeshEvents } from '../signaling/mesh'
+import type { Logger } from '../signaling/types'
+import { decodeBus, encodeBus } from './codec'
+import { createLiveness, type EndSessionCommand } from './liveness'
+
+/*
+ * The mesh over one Redis: each instance subscribes to its own channel
+ * `instance:<id>` on a second connection (a subscribed connection cannot run
+ * commands) and publishes to the others' channels. PUBLISH answers how many
+ * subscribers got the message: 0 means the instance is gone, and the core
+ * re-routes (src/signaling/router.ts). Sessions live in Redis
+ * (`session:<peerId>`, see src/redis/keys.ts) so a peer can resume on any
+ * instance; liveness.ts ends the sessions of an instance that died.
+ */
+
+interface MeshRedis extends Redis {
+  pdClaimSession (session: string, parked: string, expected: string, hash: string, instance: string, prefix: string, ttl: number, peerId: string): Promise<[string, string, string[], number, string[]] | null>
+  pdEndSession: EndSessionCommand
+  pdPark (session: string, parked: string, owner: string, ttl: number, handover: string): Promise<string | null>
+}
+
+export interface RedisMeshOptions {
+  redis: Redis
+  subscriber: Redis
+  keyPrefix: string
+  node: string
+  sessionTtlS: number
+  roomEmptyTtlS: number
+  deadAfterMs: number
+  resumeGraceMs: number
+  log: Logger
+}
+
+/** Every failure of the mesh becomes one typed error (a relay answers `unavailable`, REST 503). */
+async function guard<T> (op: () => Promise<T>): Promise<T> {
+  try {
+    return await op()
+  } catch (err) {
+    throw new StoreUnavailableError({ cause: err })
+  }
+}
+
+function mergeParked (entries: string[]): Handover | null {
+  if (entries.length === 0) return null
+  const merged: Handover = { baseline: [], held: [] }
+  for (const entry of entries) {
+    const handover = JSON.parse(entry) as Handover
+    merged.baseline.push(...handover.baseline)
+    merged.held.push(...handover.held)
+  }
+  return merged
+}
+
+export function createRedisMesh (opts: RedisMeshOptions): Mesh {
+  const redis = opts.redis as MeshRedis
+  redis.defineCommand('pdClaimSession', { numberOfKeys: 2, lua: CLAIM_SESSION })
+  redis.defineCommand('pdEndSession', { numberOfKeys: 2, lua: END_SESSION })
+  redis.defineCommand('pdPark', { numberOfKeys: 2, lua: PARK_HANDOVER })
+
+  const p = opts.keyPrefix
+  const keys = redisKeys(p)
+  const ownChannel = keys.channel(opts.node)
+  let events: MeshEvents | null = null
+  let subscribed = false
+  let stopping = false
+
+  const liveness = createLiveness({
+    redis,
+    keyPrefix: p,
+    node: opts.node,
+    sessionTtlS: opts.sessionTtlS,
+    roomEmptyTtlS: opts.roomEmptyTtlS,
+    deadAfterMs: opts.deadAfterMs,
+    resumeGraceMs: opts.resumeGraceMs,
+    log: opts.log,
+    onSessionsEnded: (ended) => events?.sessionsEnded(ended)
+  })
+
+  opts.subscriber.on('message', (channel: string, payload: string) => {
+    if (channel !== ownChannel || events === null) return
+    const msg = decodeBus(payload)
+    if (msg === null) opts.log.warn('dropped a malformed message from another instance')
+    else events.message(msg)
+  })
+  // Subscribe on every (re)connection: ioredis replays only subscriptions that
+  // once succeeded, and a first attempt fails while Redis is unreachable.
+  const subscribe = (): void => {
+    if (stopping) return
+    opts.subscriber.subscribe(ownChannel).then(() => { subscribed = !stopping }, (err: unknown) => {
+      opts.log.warn({ err }, 'could not subscribe to this instance\'s channel yet; retrying on reconnect')
+    })
+  }
+  opts.subscriber.on('ready', subscribe)
+  opts.subscriber.on('close', () => { subscribed = false })
+
+  return {
+    node: opts.node,
+    shared: true,
+
+    get reachable (): boolean {
+      return subscribed
+    },
+
+    async start (handlers) {
+      events = handlers
+      if (opts.subscriber.status === 'ready') {
+        await opts.subscriber.subscribe(ownChannel).then(() => { subscribed = true }, () => {})
+      }
+      liveness.start()
+    },
+
+    send: (node, msg) => guard(async () => await redis.publish(keys.channel(node), encodeBus(msg)) > 0),
+
+    readSession: (peerId) => guard(async () => {
+      const record = await redis.hgetall(keys.sessionKey(peerId))
+      if (record['secret'] === undefined || record['instance'] === undefined) return null
+      return { secret: record['secret'], room: record['room'] ?? '', node: record['instance'] }
+    }),
+
+    claimSession: (peerId, expectedHash, newHash) => guard(async () => {
+      const reply = await redis.pdClaimSession(keys.sessionKey(peerId), keys.parkedKey(peerId), expectedHash, newHash, opts.node, p, opts.sessionTtlS, peerId)
+      if (reply === null) return null
+      const [previous, room, members, epoch, parked] = reply
+      return { previous, roomId: room === '' ? null : room, members: pairs(members), epoch: Number(epoch), parked: mergeParked(parked) }
+    }),
+
+    rotateSecret: (peerId, newHash) => guard(async () => {
+      await redis.hset(keys.sessionKey(peerId), 'secret', newHash)
+    }),
+
+    endSession: (peerId, _roomId, owner = opts.node) => guard(async () => {
+      const reply = await redis.pdEndSession(keys.sessionKey(peerId), keys.parkedKey(peerId), owner, p, opts.roomEmptyTtlS, peerId)
+      if (reply === null) return null
+      return { peerId, roomId: reply[0], remaining: pairs(reply[1]) }
+    }),
+
+    ownerOf: (peerId) => guard(async () => await redis.hget(keys.sessionKey(peerId), 'instance')),
+
+    park: (peerId, owner, handover) => guard(async () =>
+      await redis.pdPark(keys.sessionKey(peerId), keys.parkedKey(peerId), owner, opts.sessionTtlS, JSON.stringify(handover))),
+
+    othersAlive: () => guard(async () => {
+      const alive = await redis.zrangebyscore(keys.instancesKey, Date.now() - opts.deadAfterMs, '+inf')
+      return alive.some(node => node !== opts.node)
+    }),
+
+    async stop () {
+      stopping = true
+      subscribed = false
+      // Messages published before the unsubscribe took effect arrive before its reply.
+      await opts.subscriber.unsubscribe(ownChannel).catch(() => {})
+    },
+
+    async leave (sessionsLeft) {
+      await liveness.stop(sessionsLeft)
+    }
+  }
+}

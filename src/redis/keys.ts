@@ -1,0 +1,183 @@
+import type { Member } from '../store/types'
+
+/*
+ * Key model (protocol §4), every key under the configured prefix and with a TTL:
+ *   room:<roomId>            hash { created_at }          ROOM_TTL_S from the last join
+ *   room:<roomId>:sockets    set of member peerIds        same TTL as the room
+ *   room:<roomId>:peers      hash peerId → instance id    same TTL as the room (routing)
+ *   socket:<peerId>          string roomId                same TTL as the room
+ *   session:<peerId>         hash { secret, room, instance, epoch }: a peer's resumable session
+ *                            (SHA-256 of its resume secret, its room, the instance serving it,
+ *                            how often it moved); written by the join script
+ *   session:<peerId>:parked  list of JSON handovers: frames an exiting instance left for the
+ *                            peer, taken by the claim on whichever instance it resumes on
+ *   instance:<id>            pub/sub channel of one instance (not a key)
+ *   instances                sorted set: instance id → last heartbeat (ms)
+ *   instance:<id>:peers      set of the peer ids whose sessions that instance owns
+ *   reap:<id>                lock: which live instance cleans up after a dead one
+ *   ratelimit:join:<ip>      sorted set of attempt times  one window
+ *   referrers:daily:<day>    hash ref → count             30 days
+ * Check-and-write steps run as Lua scripts so concurrent instances cannot race.
+ */
+
+// KEYS: room, sockets, peers
+export const CREATE_ROOM = `
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('HSET', KEYS[1], 'created_at', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1`
+
+// KEYS: room, sockets, binding, peers, session, owned (instance:<id>:peers).
+// ARGV: peerId, roomId, max, ttl, instance, secret hash ('' = keep none).
+// Returns the members with their instances, so the joining instance learns
+// where to route without asking again. The resume record is written here
+// rather than at connect: only a peer in a room has anything to resume.
+export const JOIN_ROOM = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 'room_not_found'} end
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 and redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[3]) then
+  return {0, 'room_full'}
+end
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[5])
+redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('EXPIRE', KEYS[4], ARGV[4])
+if ARGV[6] ~= '' then
+  redis.call('HSET', KEYS[5], 'secret', ARGV[6], 'room', ARGV[2], 'instance', ARGV[5])
+  redis.call('EXPIRE', KEYS[5], ARGV[4])
+  redis.call('SADD', KEYS[6], ARGV[1])
+end
+return {1, redis.call('HGETALL', KEYS[4])}`
+
+// KEYS: room, sockets, binding, peers, session. ARGV: peerId, roomId, emptyTtl.
+export const LEAVE_ROOM = `
+if redis.call('GET', KEYS[3]) == ARGV[2] then redis.call('DEL', KEYS[3]) end
+redis.call('HDEL', KEYS[4], ARGV[1])
+if redis.call('HGET', KEYS[5], 'room') == ARGV[2] then redis.call('HSET', KEYS[5], 'room', '') end
+local removed = redis.call('SREM', KEYS[2], ARGV[1])
+if removed == 1 and redis.call('SCARD', KEYS[2]) == 0 and redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
+return removed`
+
+// KEYS: room, sockets, peers, then socket:<peer> and session:<peer> for each
+// local member. ARGV: roomId, ttl.
+export const TOUCH_ROOM = `
+if redis.call('SCARD', KEYS[2]) == 0 or redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[3], ARGV[2])
+for i = 4, #KEYS, 2 do
+  if redis.call('GET', KEYS[i]) == ARGV[1] then
+    redis.call('EXPIRE', KEYS[i], ARGV[2])
+    redis.call('EXPIRE', KEYS[i + 1], ARGV[2])
+  end
+end
+return 1`
+
+// Sliding window: drop attempts older than the window, then admit or refuse.
+export const JOIN_RATE_LIMIT = `
+local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local max = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local count = redis.call('ZCARD', KEYS[1])
+if count >= max then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  redis.call('PEXPIRE', KEYS[1], window)
+  return {0, 0, tonumber(oldest[2])}
+end
+redis.call('ZADD', KEYS[1], now, ARGV[4])
+redis.call('PEXPIRE', KEYS[1], window)
+return {1, max - count - 1, 0}`
+
+// --- sessions across instances (src/cluster) ---
+
+// Moves a session to a new owner if the caller knows its current secret hash,
+// and takes what an exited owner parked for the peer.
+// KEYS: session, parked. ARGV: expected hash, new hash, new instance, key prefix, ttl, peerId.
+// Returns { previous instance, room, flat room peers, epoch, parked handovers } or nil.
+export const CLAIM_SESSION = `
+if redis.call('HGET', KEYS[1], 'secret') ~= ARGV[1] then return nil end
+local previous = redis.call('HGET', KEYS[1], 'instance')
+local room = redis.call('HGET', KEYS[1], 'room')
+local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+local peerId = ARGV[6]
+redis.call('HSET', KEYS[1], 'secret', ARGV[2], 'instance', ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('SREM', ARGV[4] .. 'instance:' .. previous .. ':peers', peerId)
+redis.call('SADD', ARGV[4] .. 'instance:' .. ARGV[3] .. ':peers', peerId)
+local parked = redis.call('LRANGE', KEYS[2], 0, -1)
+redis.call('DEL', KEYS[2])
+local members = {}
+if room ~= '' then
+  local peers = ARGV[4] .. 'room:' .. room .. ':peers'
+  if redis.call('HEXISTS', peers, peerId) == 1 then
+    redis.call('HSET', peers, peerId, ARGV[3])
+    members = redis.call('HGETALL', peers)
+  else
+    room = ''
+  end
+end
+return {previous, room, members, epoch, parked}`
+
+// Ends a session if `instance` owns it; removes it from its room.
+// KEYS: session, parked. ARGV: instance, key prefix, empty-room ttl, peerId.
+// Returns { room, flat remaining room peers } or nil when not owned.
+export const END_SESSION = `
+local owner = redis.call('HGET', KEYS[1], 'instance')
+if not owner or owner ~= ARGV[1] then return nil end
+local p = ARGV[2]
+local peerId = ARGV[4]
+local room = redis.call('HGET', KEYS[1], 'room')
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('SREM', p .. 'instance:' .. owner .. ':peers', peerId)
+if room == '' then return {'', {}} end
+local sockets = p .. 'room:' .. room .. ':sockets'
+local peers = p .. 'room:' .. room .. ':peers'
+if redis.call('GET', p .. 'socket:' .. peerId) == room then redis.call('DEL', p .. 'socket:' .. peerId) end
+redis.call('HDEL', peers, peerId)
+if redis.call('SREM', sockets, peerId) == 1 and redis.call('SCARD', sockets) == 0 and redis.call('EXISTS', p .. 'room:' .. room) == 1 then
+  redis.call('EXPIRE', p .. 'room:' .. room, ARGV[3])
+end
+return {room, redis.call('HGETALL', peers)}`
+
+// Parks a handover for a peer whose session `owner` still owns.
+// KEYS: session, parked. ARGV: owner, ttl, handover JSON.
+// Returns the session's owner (the caller compares), or nil when the session is over.
+export const PARK_HANDOVER = `
+local owner = redis.call('HGET', KEYS[1], 'instance')
+if not owner then return nil end
+if owner == ARGV[1] then
+  redis.call('RPUSH', KEYS[2], ARGV[3])
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+end
+return owner`
+
+/** Every key name of the Redis data model, under one prefix. */
+export function redisKeys (prefix: string) {
+  return {
+    roomKey: (roomId: string) => `${prefix}room:${roomId}`,
+    socketsKey: (roomId: string) => `${prefix}room:${roomId}:sockets`,
+    peersKey: (roomId: string) => `${prefix}room:${roomId}:peers`,
+    bindingKey: (peerId: string) => `${prefix}socket:${peerId}`,
+    sessionKey: (peerId: string) => `${prefix}session:${peerId}`,
+    parkedKey: (peerId: string) => `${prefix}session:${peerId}:parked`,
+    /** The sessions an instance owns (for cleaning up after it). */
+    ownedKey: (instance: string) => `${prefix}instance:${instance}:peers`,
+    channel: (instance: string) => `${prefix}instance:${instance}`,
+    instancesKey: `${prefix}instances`,
+    reapKey: (instance: string) => `${prefix}reap:${instance}`,
+    joinLimitKey: (ip: string) => `${prefix}ratelimit:join:${ip}`,
+    referrersKey: (day: string) => `${prefix}referrers:daily:${day}`
+  }
+}
+
+/** HGETALL's flat [peerId, instance, …] reply as members. */
+export function pairs (flat: string[]): Member[] {
+  const members: Member[] = []
+  for (let i = 0; i + 1 < flat.length; i += 2) members.push({ peerId: flat[i] as string, instance: flat[i + 1] as string })
+  return members
+}

@@ -1,0 +1,122 @@
+import { CloseCodes } from '../../schemas/ws'
+import type { Transport } from './types'
+import type { Session } from './delivery'
+
+/** Why the server itself ended a connection; decides whether the peer is held for resume. */
+export type ServerCloseReason = 'shutdown' | 'heartbeat' | 'slow' | 'replaced' | 'abuse' | 'oversize'
+
+const HOLD_AFTER: ReadonlySet<ServerCloseReason> = new Set(['shutdown', 'heartbeat', 'slow'])
+/** What a client sends when it means to go: 1000, 1001 (page gone), no status (1005). */
+const CLEAN_CLIENT_CLOSE: ReadonlySet<number> = new Set([1000, 1001, 1005])
+const ABUSE_WINDOW_MS = 10_000
+
+export interface RateLimits { ratePerS: number, rateBurst: number, abuseMaxDrops: number }
+
+/**
+ * One WebSocket connection: its token bucket, its serial queue (one message
+ * at a time, so a relay never overtakes the join before it) and how it ended.
+ */
+export class Connection {
+  /** null until a resume looked up on the mesh settles which session this is. */
+  session: Session | null = null
+  serverClose: ServerCloseReason | null = null
+  closedCode: number | null = null
+  awaitingPongs = 0
+  busy = false
+  readonly queue: Array<{ raw: string, at: number }> = []
+  private tokens: number
+  private refilledAt: number
+  private readonly drops: number[] = []
+
+  constructor (readonly transport: Transport, readonly ip: string, private readonly limits: RateLimits, now: number) {
+    this.tokens = limits.rateBurst
+    this.refilledAt = now
+  }
+
+  /** Whether a frame sent now reaches the client. */
+  get writable (): boolean {
+    return this.serverClose === null && this.closedCode === null && this.transport.readyState === 1
+  }
+
+  /** Token bucket: 'ok', 'drop' (rate_limited), or 'abuse' (sustained flooding: close with 1008). */
+  admit (now: number): 'ok' | 'drop' | 'abuse' {
+    const elapsedS = (now - this.refilledAt) / 1000
+    this.refilledAt = now
+    this.tokens = Math.min(this.limits.rateBurst, this.tokens + elapsedS * this.limits.ratePerS)
+    if (this.tokens >= 1) {
+      this.tokens -= 1
+      return 'ok'
+    }
+    this.drops.push(now)
+    while (this.drops.length > 0 && (this.drops[0] ?? now) <= now - ABUSE_WINDOW_MS) this.drops.shift()
+    return this.drops.length >= this.limits.abuseMaxDrops ? 'abuse' : 'drop'
+  }
+
+  get dropCount (): number {
+    return this.drops.length
+  }
+
+  /** Ends the connection from the server side (once). */
+  end (reason: ServerCloseReason): void {
+    if (this.serverClose !== null) return
+    this.serverClose = reason
+    switch (reason) {
+      case 'abuse': this.transport.close(CloseCodes.policyViolation, 'message rate far above limit'); break
+      case 'replaced': this.transport.close(CloseCodes.replaced, 'replaced'); break
+      case 'shutdown': this.transport.close(CloseCodes.goingAway, 'server shutting down'); break
+      default: this.transport.terminate()
+    }
+  }
+
+  /** After the close: whether the peer's session is held for resume (a drop) or over (a clean close, a kick). */
+  get holdsSession (): boolean {
+    const reason = this.serverClose
+    if (reason === null) return !CLEAN_CLIENT_CLOSE.has(this.closedCode ?? 1006)
+    return HOLD_AFTER.has(reason)
+  }
+}
+
+/** The open connections of this instance, per client IP, and the heartbeat sweep over them. */
+export class ConnectionRegistry {
+  private readonly open = new Set<Connection>()
+  private readonly perIp = new Map<string, number>()
+
+  get size (): number {
+    return this.open.size
+  }
+
+  add (conn: Connection): void {
+    this.open.add(conn)
+    this.perIp.set(conn.ip, (this.perIp.get(conn.ip) ?? 0) + 1)
+  }
+
+  remove (conn: Connection): void {
+    if (!this.open.delete(conn)) return
+    const count = (this.perIp.get(conn.ip) ?? 1) - 1
+    if (count <= 0) this.perIp.delete(conn.ip)
+    else this.perIp.set(conn.ip, count)
+  }
+
+  from (ip: string): number {
+    return this.perIp.get(ip) ?? 0
+  }
+
+  /** One heartbeat round: ping everyone, hand back whoever missed two pongs. */
+  sweep (): Connection[] {
+    const dead: Connection[] = []
+    for (const conn of this.open) {
+      if (conn.serverClose !== null || conn.session === null) continue
+      if (conn.awaitingPongs >= 2) {
+        dead.push(conn)
+        continue
+      }
+      conn.awaitingPongs++
+      conn.transport.ping()
+    }
+    return dead
+  }
+
+  [Symbol.iterator] (): IterableIterator<Connection> {
+    return this.open.values()
+  }
+}

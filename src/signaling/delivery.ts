@@ -1,0 +1,228 @@
+import type { Baseline, Envelope } from './bus'
+import type { Connection } from './connection'
+import type { Clock, Logger, SignalingMetrics, TimerHandle } from './types'
+
+/*
+ * Inbound delivery to one peer: straight to its socket while connected, into
+ * a bounded buffer while it is held for resume, behind a gate while a resume
+ * from another instance waits for the old instance's handover, and in order
+ * per sender even when frames reach it by two paths during a move.
+ *
+ * Ordering: every frame that crossed instances carries (epoch, seq) per
+ * sender → target pair. The target's current instance remembers the next
+ * sequence it expects from each sender. A repeat is dropped. A frame ahead of
+ * a gap waits for the gap to fill, but only shortly after a move (when a
+ * forwarded frame may still be on its way by the longer path) and at most
+ * GAP_WAIT_MS; outside a move a gap is a loss that waiting cannot repair.
+ */
+
+/** How long after a handover frames ahead of a gap wait for the missing one. */
+export const RECONCILE_MS = 3000
+export const GAP_WAIT_MS = 1000
+
+interface Expected { epoch: number, next: number }
+
+export class Session {
+  roomId: string | null = null
+  conn: Connection | null = null
+  /** Incremented each time the session moves to another instance (its outbound sequences restart). */
+  epoch = 0
+  /** Frames accepted while no connection could take them (held for resume). */
+  held: Envelope[] = []
+  /** Non-null while inbound frames wait for a handover from the previous instance. */
+  pending: Envelope[] | null = null
+  ended = false
+  /** Ended here because it lives on elsewhere (its shared state is not this instance's to touch). */
+  moved = false
+  graceTimer: TimerHandle | null = null
+  log: Logger
+  /** Next sequence number per target, for frames this peer sends across instances. */
+  readonly seqTo = new Map<string, number>()
+  /** Next sequence expected per sender. */
+  readonly seqFrom = new Map<string, Expected>()
+  /** Frames that arrived ahead of a gap, per sender, in sequence order. */
+  readonly gaps = new Map<string, Envelope[]>()
+  gapTimer: TimerHandle | null = null
+  reconcileUntil = 0
+
+  constructor (readonly peerId: string, public secretHash: Buffer, public ip: string, log: Logger) {
+    this.log = log
+  }
+
+  /** The next outbound sequence number towards `target`. */
+  nextSeq (target: string): number {
+    const seq = (this.seqTo.get(target) ?? 0) + 1
+    this.seqTo.set(target, seq)
+    return seq
+  }
+
+  baseline (): Baseline {
+    return [...this.seqFrom].map(([from, e]) => [from, e.epoch, e.next])
+  }
+}
+
+export interface DeliveryPorts {
+  clock: Clock
+  metrics: SignalingMetrics
+  resumeBufferMax: number
+  maxBufferedBytes: number
+  /** The connection reads too slowly to keep up: end it (the session is held). */
+  tooSlow (conn: Connection): void
+  /** A frame that will never reach its target: its sender hears peer_not_found (relays only). */
+  undeliverable (env: Envelope): void
+}
+
+export function createDelivery (ports: DeliveryPorts) {
+  const { clock, metrics } = ports
+
+  function emit (session: Session, env: Envelope): void {
+    const conn = session.conn
+    if (conn !== null && conn.writable) {
+      if (conn.transport.bufferedAmount <= ports.maxBufferedBytes) {
+        conn.transport.send(env.frame)
+        metrics.messageOut(env.type)
+        return
+      }
+      // A reader this slow would make us hold its backlog in memory: cut it loose (it may resume).
+      ports.tooSlow(conn)
+    }
+    hold(session, env)
+  }
+
+  function hold (session: Session, env: Envelope): void {
+    if (session.held.length >= ports.resumeBufferMax) {
+      // Refuse the newest rather than drop the oldest: what was accepted stays a gap-free prefix.
+      session.log.warn({ limit: ports.resumeBufferMax }, 'resume buffer full, frame refused')
+      ports.undeliverable(env)
+      return
+    }
+    session.held.push(env)
+  }
+
+  function sequenced (session: Session, env: Envelope): void {
+    const expected = session.seqFrom.get(env.from)
+    if (expected === undefined || env.epoch > expected.epoch) {
+      // First frame from this sender (or from its new incarnation): it sets the baseline.
+      session.seqFrom.set(env.from, { epoch: env.epoch, next: env.seq + 1 })
+      session.gaps.delete(env.from)
+      emit(session, env)
+      return
+    }
+    if (env.epoch < expected.epoch) {
+      // Sent before the sender moved and overtaken by its newer frames: late, but not lost.
+      emit(session, env)
+      return
+    }
+    if (env.seq < expected.next) {
+      metrics.duplicate()
+      return
+    }
+    if (env.seq > expected.next && clock.now() < session.reconcileUntil) {
+      waitForGap(session, env)
+      return
+    }
+    expected.next = env.seq + 1
+    emit(session, env)
+    releaseGaps(session, env.from, expected, false)
+  }
+
+  function waitForGap (session: Session, env: Envelope): void {
+    let queue = session.gaps.get(env.from)
+    if (queue === undefined) {
+      queue = []
+      session.gaps.set(env.from, queue)
+    }
+    if (queue.some(e => e.seq === env.seq)) {
+      metrics.duplicate()
+      return
+    }
+    queue.push(env)
+    queue.sort((a, b) => a.seq - b.seq)
+    session.gapTimer ??= clock.setTimeout(() => {
+      session.gapTimer = null
+      for (const [from, expected] of session.seqFrom) releaseGaps(session, from, expected, true)
+    }, GAP_WAIT_MS)
+  }
+
+  /** Delivers what waited behind a gap: what is now in order, or (`force`, after the wait) everything. */
+  function releaseGaps (session: Session, from: string, expected: Expected, force: boolean): void {
+    const queue = session.gaps.get(from)
+    if (queue === undefined) return
+    while (queue.length > 0) {
+      const head = queue[0] as Envelope
+      if (head.seq < expected.next) {
+        queue.shift()
+        metrics.duplicate()
+        continue
+      }
+      if (head.seq > expected.next && !force) break
+      queue.shift()
+      expected.next = head.seq + 1
+      emit(session, head)
+    }
+    if (queue.length === 0) session.gaps.delete(from)
+  }
+
+  function takeHeld (session: Session): Envelope[] {
+    const out = [...session.held, ...(session.pending ?? [])]
+    for (const queue of session.gaps.values()) out.push(...queue)
+    session.held = []
+    session.pending = null
+    session.gaps.clear()
+    if (session.gapTimer !== null) clock.clearTimeout(session.gapTimer)
+    session.gapTimer = null
+    return out
+  }
+
+  function deliver (session: Session, env: Envelope): void {
+    if (session.pending !== null) session.pending.push(env)
+    else if (env.seq > 0) sequenced(session, env)
+    else emit(session, env)
+  }
+
+  return {
+    deliver,
+
+    /** Closes the gate: inbound frames wait until `openGate` (a resume from another instance is settling). */
+    closeGate (session: Session): void {
+      session.pending ??= []
+    },
+
+    /**
+     * Applies a handover (frames the previous instance held, where its
+     * sequences stood), then lets through what waited at the gate, in order.
+     */
+    openGate (session: Session, handover: { baseline: Baseline, held: Envelope[] } | null): void {
+      const pending = session.pending ?? []
+      session.pending = null
+      session.reconcileUntil = clock.now() + RECONCILE_MS
+      if (handover !== null) {
+        for (const [from, epoch, next] of handover.baseline) {
+          const mine = session.seqFrom.get(from)
+          if (mine === undefined || epoch > mine.epoch || (epoch === mine.epoch && next > mine.next)) session.seqFrom.set(from, { epoch, next })
+        }
+        // Accepted by the previous instance already: in order, no second check.
+        for (const env of handover.held) emit(session, env)
+      }
+      for (const env of pending) deliver(session, env)
+    },
+
+    /** Sends what was held while the peer was away (right after its welcome). */
+    flushHeld (session: Session): number {
+      const held = session.held
+      session.held = []
+      for (const env of held) emit(session, env)
+      return held.length
+    },
+
+    /** Everything this session still holds, in order: for a handover to another instance. */
+    takeHeld,
+
+    /** The session is over: what it held never reaches it (senders of relays hear peer_not_found). */
+    discard (session: Session): void {
+      for (const env of takeHeld(session)) ports.undeliverable(env)
+    }
+  }
+}
+
+export type Delivery = ReturnType<typeof createDelivery>

@@ -1,0 +1,220 @@
+import type { Store } from '../store/types'
+import type { ClientData, ErrorCode, ServerData, ServerMessageType } from '../../schemas/ws'
+import { errorText, frame, parseFrame, type InboundMessage } from './protocol'
+import type { Connection } from './connection'
+import type { Delivery, Session } from './delivery'
+import type { Router } from './router'
+import type { HubLimits, Logger, SignalingMetrics } from './types'
+
+/*
+ * The client messages of docs/protocol.md §3.2–3.4: parse, rate-limit, one
+ * message at a time per connection, and the rules of each type. Where a
+ * member is served (here or elsewhere) is the router's business: nothing here
+ * asks whether other instances exist.
+ */
+
+const JOIN_OK = 'Successfully joined room'
+
+export interface HandlerContext {
+  store: Store
+  limits: HubLimits
+  metrics: SignalingMetrics
+  log: Logger
+  sessions: Map<string, Session>
+  router: Router
+  delivery: Delivery
+  /** This instance on the mesh. */
+  self: string
+  send<T extends ServerMessageType> (session: Session, type: T, data: ServerData<T>, id?: string): void
+  sendError (session: Session, code: ErrorCode, extra?: { type?: string, id?: string, message?: string }): void
+  broadcast<T extends ServerMessageType> (roomId: string, sender: Session, type: T, data: ServerData<T>): void
+  announce (roomId: string, peerId: string, node: string): void
+  bindRoom (session: Session, roomId: string): void
+  leaveRoom (session: Session): Promise<void>
+  internalError (session: Session, err: unknown): void
+}
+
+export function createHandlers (ctx: HandlerContext) {
+  const { store, limits, metrics, sessions, router, delivery } = ctx
+
+  function onMessage (conn: Connection, data: Buffer | string, isBinary: boolean): void {
+    // Frames a client sent before it saw our shutdown close still count: it
+    // resumes elsewhere believing they were taken.
+    if (conn.serverClose !== null && conn.serverClose !== 'shutdown') return
+    const now = performance.now()
+    const session = conn.session
+    const admitted = conn.admit(now)
+    if (admitted !== 'ok') {
+      if (admitted === 'abuse') {
+        ctx.log.warn({ peerId: session?.peerId, drops: conn.dropCount }, 'closing connection for sustained message flooding')
+        conn.end('abuse')
+      } else if (session !== null) {
+        // Nothing may precede welcome: while a resume is pending, excess frames just drop.
+        ctx.sendError(session, 'rate_limited', { message: 'Message rate limit exceeded; message dropped' })
+      }
+      return
+    }
+    if (isBinary) {
+      if (session !== null) ctx.sendError(session, 'bad_json', { message: 'Binary frames are not accepted' })
+      return
+    }
+    const raw = typeof data === 'string' ? data : data.toString('utf8')
+    // One message at a time per connection, so a relay never overtakes the join before it.
+    if (conn.busy) conn.queue.push({ raw, at: now })
+    else run(conn, raw, now)
+  }
+
+  function run (conn: Connection, raw: string, at: number): void {
+    const session = conn.session
+    if (session === null) return
+    let pending: Promise<void> | undefined
+    try {
+      pending = dispatch(session, raw, at)
+    } catch (err) {
+      ctx.internalError(session, err)
+    }
+    if (pending === undefined) return
+    conn.busy = true
+    pending.catch((err: unknown) => ctx.internalError(session, err)).finally(() => {
+      conn.busy = false
+      drain(conn)
+    })
+  }
+
+  function drain (conn: Connection): void {
+    while (!conn.busy && conn.queue.length > 0) {
+      const next = conn.queue.shift()
+      if (next !== undefined) run(conn, next.raw, next.at)
+    }
+  }
+
+  /** Returns a promise only for handlers that wait on the store. */
+  function dispatch (session: Session, raw: string, at: number): Promise<void> | undefined {
+    const msg = parseFrame(raw)
+    if (!msg.ok) {
+      metrics.messageIn('invalid')
+      ctx.sendError(session, msg.code, { message: msg.message, type: msg.type, id: msg.id })
+      return undefined
+    }
+    metrics.messageIn(msg.type)
+    return handle(session, msg, at)
+  }
+
+  function handle (session: Session, msg: InboundMessage, at: number): Promise<void> | undefined {
+    switch (msg.type) {
+      case 'join': return join(session, msg.data, msg.id)
+      case 'leave': return leave(session, msg.data, msg.id)
+      case 'offer':
+        relay(session, msg.data.peerId, 'offer', { offer: { type: msg.data.offer.type, sdp: msg.data.offer.sdp }, peerId: session.peerId, from: session.peerId }, msg.id, at)
+        return undefined
+      case 'answer':
+        relay(session, msg.data.peerId, 'answer', { answer: { type: msg.data.answer.type, sdp: msg.data.answer.sdp }, peerId: session.peerId, from: session.peerId }, msg.id, at)
+        return undefined
+      case 'ice-candidate': {
+        const c = msg.data.candidate
+        const candidate = c === null
+          ? null
+          : { candidate: c.candidate, sdpMid: c.sdpMid, sdpMLineIndex: c.sdpMLineIndex, usernameFragment: c.usernameFragment }
+        relay(session, msg.data.peerId, 'ice-candidate', { candidate, peerId: session.peerId, from: session.peerId }, msg.id, at)
+        return undefined
+      }
+      case 'initiator-online':
+        if (session.roomId !== msg.data.roomId) ctx.sendError(session, 'not_in_room', { type: msg.type, id: msg.id })
+        else ctx.broadcast(session.roomId, session, 'initiator-online', { roomId: session.roomId })
+        return undefined
+      case 'recipient-ready': {
+        const claimed = msg.data.roomId
+        const roomId = session.roomId
+        if (roomId === null || (claimed !== undefined && claimed !== null && claimed !== roomId)) ctx.sendError(session, 'not_in_room', { type: msg.type, id: msg.id })
+        else ctx.broadcast(roomId, session, 'recipient-ready', { peerId: session.peerId })
+        return undefined
+      }
+      case 'ping':
+        ctx.send(session, 'pong', {}, msg.id)
+        return undefined
+    }
+  }
+
+  /**
+   * §3.3: delivered only when sender and target are in the same room right
+   * now. The sender's room is checked here; a local target's room too. A
+   * target on another instance is checked there against the room stamped
+   * here, and a refusal comes back as peer_not_found.
+   */
+  function relay<T extends 'offer' | 'answer' | 'ice-candidate'> (
+    sender: Session, targetId: string, type: T, data: ServerData<T>, id: string | undefined, at: number
+  ): void {
+    const roomId = sender.roomId
+    if (roomId !== null && targetId !== sender.peerId) {
+      const target = sessions.get(targetId)
+      if (target !== undefined ? target.roomId === roomId : router.knows(roomId, targetId)) {
+        const env = { frame: frame(type, data), type, from: sender.peerId, id: id ?? '', epoch: sender.epoch, seq: 0, origin: ctx.self }
+        if (target !== undefined) delivery.deliver(target, env)
+        else router.relay(roomId, targetId, { ...env, seq: sender.nextSeq(targetId) })
+        metrics.relayLatency((performance.now() - at) / 1000)
+        return
+      }
+    }
+    ctx.sendError(sender, 'peer_not_found', { type, id })
+  }
+
+  async function join (session: Session, data: ClientData<'join'>, id: string | undefined): Promise<void> {
+    const { roomId } = data
+    const reply = (extra: Omit<ServerData<'joinResponse'>, 'roomId'>): void => {
+      if (!extra.success && extra.code !== undefined) metrics.error(extra.code)
+      ctx.send(session, 'joinResponse', { ...extra, roomId }, id)
+    }
+    if (session.roomId !== null && session.roomId !== roomId) {
+      reply({ success: false, code: 'already_in_room', message: errorText('already_in_room') })
+      return
+    }
+    const rejoin = session.roomId === roomId
+    try {
+      // A same-room rejoin (re-negotiation after a P2P drop) is never rate limited.
+      if (!rejoin && limits.joinRateLimit) {
+        const rate = await store.hitJoinRateLimit(session.ip)
+        if (!rate.allowed) {
+          reply({ success: false, code: 'rate_limited', message: `Rate limit exceeded. Try again in ${rate.retryAfterS}s. Attempts left: ${rate.remaining}.` })
+          return
+        }
+      }
+      const result = await store.joinRoom(roomId, session.peerId, limits.maxPeers, session.secretHash.toString('hex'))
+      if (session.ended) {
+        // The peer went away while the store answered: undo, nobody was told.
+        if (!session.moved) await store.leaveRoom(roomId, session.peerId)
+        return
+      }
+      if (!result.ok) {
+        reply({ success: false, code: result.code, message: errorText(result.code) })
+        return
+      }
+      if (!rejoin) ctx.bindRoom(session, roomId)
+      // The store's answer is the current truth for the whole room.
+      router.learnRoom(roomId, result.members)
+      session.log.info({ rejoin }, 'joined room')
+      reply({ success: true, message: JOIN_OK, peerId: session.peerId, peers: result.members.map(m => m.peerId).filter(p => p !== session.peerId) })
+      if (!rejoin) ctx.announce(roomId, session.peerId, ctx.self)
+      ctx.broadcast(roomId, session, 'ready', { peerId: session.peerId })
+    } catch (err) {
+      session.log.warn({ err }, 'join failed: store unavailable')
+      reply({ success: false, code: 'unavailable', message: errorText('unavailable') })
+    }
+  }
+
+  async function leave (session: Session, data: ClientData<'leave'>, id: string | undefined): Promise<void> {
+    if (session.roomId !== data.roomId) {
+      metrics.error('not_in_room')
+      ctx.send(session, 'leaveResponse', { success: false, roomId: data.roomId, code: 'not_in_room' }, id)
+      return
+    }
+    try {
+      await ctx.leaveRoom(session)
+    } catch (err) {
+      // Locally the peer has left (others were told); the store entry expires with the room.
+      session.log.warn({ err }, 'leave: store unavailable')
+    }
+    ctx.send(session, 'leaveResponse', { success: true, roomId: data.roomId }, id)
+  }
+
+  return { onMessage, drain }
+}

@@ -1,0 +1,97 @@
+import type { Member, Store } from '../store/types'
+import type { Baseline, BusMessage, Envelope } from './bus'
+
+/*
+ * The mesh between instances, as the signaling core sees it: LiveKit's
+ * Router idea. One interface, a LocalMesh for a single instance and a Redis
+ * mesh (src/cluster/redis-mesh.ts) for many; the core never asks which one
+ * it has.
+ */
+
+/** A session as the shared registry holds it (hashes only, never a secret). */
+export interface SessionRecord { secret: string, room: string, node: string }
+
+/** Frames left behind for a peer by an instance that exited before the peer resumed. */
+export interface Handover { baseline: Baseline, held: Envelope[] }
+
+export interface ClaimedSession {
+  /** The instance that owned the session until now. */
+  previous: string
+  roomId: string | null
+  members: Member[]
+  /** The session's new epoch: its outbound sequences restart under it. */
+  epoch: number
+  /** What an exited owner left behind for the peer (taken in the same step). */
+  parked: Handover | null
+}
+
+export interface EndedSession { peerId: string, roomId: string, remaining: Member[] }
+
+export interface MeshEvents {
+  /** A message from another instance. */
+  message (msg: BusMessage): void
+  /** Sessions of a vanished instance that were ended after the grace: tell their rooms. */
+  sessionsEnded (ended: EndedSession[]): void
+}
+
+export interface Mesh {
+  /** This instance's id on the mesh (owner of its sessions, address of its messages). */
+  readonly node: string
+  /** Whether another instance can take this instance's sessions over (a lone instance ends them when it stops). */
+  readonly shared: boolean
+  /** Whether this instance currently hears the others. */
+  readonly reachable: boolean
+  start (events: MeshEvents): Promise<void>
+  /** Resolves true when `node` received it, false when that instance is gone; rejects when the mesh is unreachable. */
+  send (node: string, msg: BusMessage): Promise<boolean>
+  readSession (peerId: string): Promise<SessionRecord | null>
+  /** Takes a session over, atomically and only while its secret hash is still `expectedHash`. */
+  claimSession (peerId: string, expectedHash: string, newHash: string): Promise<ClaimedSession | null>
+  rotateSecret (peerId: string, newHash: string): Promise<void>
+  /**
+   * Ends a session and its room membership if `owner` (default: this
+   * instance) still owns it; null when it does not (it moved elsewhere).
+   */
+  endSession (peerId: string, roomId: string | null, owner?: string): Promise<EndedSession | null>
+  /** The instance that owns a session now; null when the session is over. */
+  ownerOf (peerId: string): Promise<string | null>
+  /**
+   * Leaves frames in the registry for a peer that may resume after this
+   * instance is gone, if `owner` still owns its session (the claim takes
+   * them). Resolves with the owner it found: another one means the peer has
+   * moved (send them there); null means its session is over.
+   */
+  park (peerId: string, owner: string, handover: Handover): Promise<string | null>
+  /** Whether another live instance exists (one that could take sessions over). */
+  othersAlive (): Promise<boolean>
+  /** Stops receiving: once this resolves, no further message arrives. */
+  stop (): Promise<void>
+  /** Leaves the mesh. With sessions left, a survivor ends those after the grace unless they resume. */
+  leave (sessionsLeft: boolean): Promise<void>
+}
+
+/**
+ * A single instance: there is nobody to send to, sessions live only here,
+ * and ending one is leaving its room in the store.
+ */
+export function createLocalMesh (store: Store, node: string): Mesh {
+  return {
+    node,
+    shared: false,
+    reachable: true,
+    async start () {},
+    async send () { return false },
+    async readSession () { return null },
+    async claimSession () { return null },
+    async rotateSecret () {},
+    async endSession (peerId, roomId) {
+      if (roomId !== null) await store.leaveRoom(roomId, peerId)
+      return { peerId, roomId: roomId ?? '', remaining: [] }
+    },
+    async ownerOf () { return null },
+    async park () { return null },
+    async othersAlive () { return false },
+    async stop () {},
+    async leave () {}
+  }
+}

@@ -1,0 +1,77 @@
+import type { LogFn } from 'pino'
+import type { ErrorCode } from '../../schemas/ws'
+
+/** The slice of a pino logger the core uses (Fastify's logger fits). */
+export interface Logger {
+  child (bindings: Record<string, unknown>): Logger
+  debug: LogFn
+  info: LogFn
+  warn: LogFn
+  error: LogFn
+}
+
+/** What the core needs from a socket (a `ws` WebSocket fits). */
+export interface Transport {
+  send (data: string): void
+  close (code: number, reason: string): void
+  terminate (): void
+  ping (): void
+  readonly bufferedAmount: number
+  /** 1 while open; anything else means a frame sent now would be lost. */
+  readonly readyState: number
+}
+
+export type TimerHandle = ReturnType<typeof setTimeout>
+
+/** Time, injectable so the core's timing is testable without waiting. */
+export interface Clock {
+  now (): number
+  setTimeout (fn: () => void, ms: number): TimerHandle
+  clearTimeout (timer: TimerHandle): void
+}
+
+export const systemClock: Clock = {
+  now: () => Date.now(),
+  setTimeout: (fn, ms) => {
+    const timer = setTimeout(fn, ms)
+    timer.unref()
+    return timer
+  },
+  clearTimeout: (timer) => clearTimeout(timer)
+}
+
+export interface HubLimits {
+  maxPeers: number
+  joinRateLimit: boolean
+  ratePerS: number
+  rateBurst: number
+  abuseMaxDrops: number
+  maxBufferedBytes: number
+  heartbeatMs: number
+  resumeGraceMs: number
+  resumeBufferMax: number
+  /** How long a frame for a peer whose instance vanished waits for the peer to reappear (ms). */
+  rerouteDeadlineMs: number
+}
+
+export interface SignalingMetrics {
+  messageIn (type: string): void
+  messageOut (type: string): void
+  error (code: ErrorCode): void
+  relayLatency (seconds: number): void
+  resume (): void
+  /** A frame that reached a peer twice (by two paths during a move) and was dropped the second time. */
+  duplicate (): void
+  /** A frame re-routed because the instance it was sent to had gone. */
+  rerouted (): void
+}
+
+/** Events of one socket, forwarded by the transport owner. */
+export interface ConnectionHandle {
+  message (data: Buffer | string, isBinary: boolean): void
+  pong (): void
+  /** The socket closed; `code` is what the peer sent (1005 none, 1006 no close frame). */
+  closed (code: number): void
+  /** The WebSocket layer rejected a frame (oversize, invalid UTF-8) and is closing the socket. */
+  protocolError (): void
+}
