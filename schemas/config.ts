@@ -58,10 +58,10 @@ export const ConfigSchema = Type.Object({
   WS_MAX_BUFFERED_BYTES: Type.Integer({ minimum: 1024, default: 1048576, description: 'Outgoing bytes queued for one slow client before it is disconnected' }),
   HEARTBEAT_MS: Type.Integer({ minimum: 100, default: 25000, description: 'WS ping interval; two missed pongs terminate the connection' }),
   RESUME_GRACE_MS: Type.Integer({ minimum: 0, default: 10000, description: 'How long a dropped peer keeps its identity and room for ?resume=' }),
-  RESUME_BUFFER_MAX: Type.Integer({ minimum: 0, default: 256, description: 'Messages kept for a dropped peer during the grace (oldest dropped beyond)' }),
+  RESUME_BUFFER_MAX: Type.Integer({ minimum: 0, default: 256, description: 'Messages kept for a dropped peer during the grace; further relays are refused with peer_not_found to their sender' }),
 
   // Several instances on one Redis
-  INSTANCE_ID: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}$', description: 'This instance\'s id in Redis (default: random per start)' })),
+  INSTANCE_ID: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}$', description: 'Readable prefix of this instance\'s id in Redis (default: none); a random suffix is added per start, so a restarted instance never receives messages meant for its previous run' })),
   INSTANCE_DEAD_AFTER_MS: Type.Integer({ minimum: 300, default: 15000, description: 'An instance silent this long is dead: its peers are ended after RESUME_GRACE_MS unless they resume elsewhere' }),
 
   SHUTDOWN_TIMEOUT_MS: Type.Integer({ minimum: 100, default: 10000, description: 'Hard limit for a graceful shutdown' })

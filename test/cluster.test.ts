@@ -132,9 +132,9 @@ t.test('a room spread over three instances: broadcasts and disconnects reach eve
   }
   const far = await strangerFar.request('offer', { peerId: c.peerId, offer: OFFER }, 'error')
   t.equal(far.data.code, 'peer_not_found')
-  // A forged target that exists on another instance but in another room.
-  a.send('offer', { peerId: strangerFar.peerId, offer: OFFER }, 'cross')
-  t.equal((await a.next('error')).data.code, 'peer_not_found')
+  // A forged target that exists on another instance (s3) but in another room.
+  const forged = await a.request('offer', { peerId: stranger.peerId, offer: OFFER }, 'error')
+  t.equal(forged.data.code, 'peer_not_found', 'no relay to a peer of another room on another instance')
 
   await c.close()
   t.same((await a.next('peer-disconnected')).data, { peerId: c.peerId })
@@ -142,6 +142,32 @@ t.test('a room spread over three instances: broadcasts and disconnects reach eve
   await quietly(200)
   for (const x of [a, b, c]) t.equal(x.all('offer').length, 0, 'no stranger reached the room')
   t.equal(stranger.all('initiator-online').length + strangerFar.all('initiator-online').length, 0)
+})
+
+t.test('a target leaving while relays to it are in flight: each relay is delivered or refused to its sender, never silently lost', async (t) => {
+  const { servers: [s1, s2] } = await cluster(t, 2, { WS_RATE_PER_S: '10000', WS_RATE_BURST: '10000' })
+  if (s1 === undefined || s2 === undefined) throw new Error('two servers expected')
+  await createRoom(s1, 'race')
+  const sender = await connect(t, s1.ws)
+  const target = await connect(t, s2.ws)
+  await join(sender, 'race')
+  await join(target, 'race')
+  await sender.next('ready')
+  // The target's instance decides: relays that reach it after the leave are
+  // refused there (or, once the sender's instance heard of the leave, at once).
+  const total = 200
+  for (let i = 0; i < total; i++) {
+    if (i === total / 4) target.send('leave', { roomId: 'race' })
+    sender.send('ice-candidate', { peerId: target.peerId, candidate: { candidate: `c:${i}` } }, `m${i}`)
+  }
+  const accounted = () => target.all('ice-candidate').length + sender.all('error').length
+  t.ok(await until(() => accounted() === total, 10_000), `all ${total} relays accounted for (${accounted()})`)
+  t.ok(sender.all('error').every(f => f.data.code === 'peer_not_found' && /^m\d+$/.test(f.id ?? '')), 'refusals are peer_not_found with the relay\'s id')
+  const delivered = target.all('ice-candidate').map(f => Number(String(f.data.candidate.candidate).slice(2)))
+  const refused = sender.all('error').map(f => Number(String(f.id).slice(1)))
+  t.same([...delivered, ...refused].sort((x, y) => x - y), Array.from({ length: total }, (_, i) => i), 'every relay exactly once: delivered or refused')
+  t.ok(delivered.every((seq, i) => i === 0 || seq > (delivered[i - 1] ?? -1)), 'delivered ones in order')
+  t.comment(`leave racing ${total} relays: ${delivered.length} delivered before the leave, ${refused.length} refused`)
 })
 
 t.test('SIGKILL: survivors hear peer-disconnected within the bound, dead peers leave the room, resume works elsewhere', async (t) => {
