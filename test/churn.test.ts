@@ -190,7 +190,7 @@ t.test('rolling restart: every accepted message arrives once, in order', async (
 })
 
 t.test('SIGKILL: only what was inside the dead process may be lost', async (t) => {
-  const { nodes } = await cluster(t, 3)
+  const { redis, nodes } = await cluster(t, 3)
   const live = new LiveSet(nodes)
   const peers = await setupPairs(t, nodes, live, 'crash')
   const victim = nodes[1] as Node
@@ -198,8 +198,20 @@ t.test('SIGKILL: only what was inside the dead process may be lost', async (t) =
   for (const p of peers) p.startStreaming(TICK_MS)
   await sleep(1500)
   live.remove(victim.name)
+  // Redis hands a message to the dead process's subscription until it has
+  // noticed the closed socket: watch for that moment too.
+  const [channel] = await redis.client.pubsub('CHANNELS', `${redis.prefix}instance:${victim.name}.*`) as string[]
+  if (channel === undefined) throw new Error('victim channel not found')
   const killAt = Date.now()
   victim.server.child.kill('SIGKILL')
+  let redisSawAt = Infinity
+  while (Date.now() - killAt < 5000) {
+    const [, subscribers] = await redis.client.pubsub('NUMSUB', channel) as [string, number]
+    if (Number(subscribers) === 0) {
+      redisSawAt = Date.now()
+      break
+    }
+  }
   await victim.server.exited
   await sleep(3000)
   for (const p of peers) p.stopStreaming()
@@ -208,10 +220,12 @@ t.test('SIGKILL: only what was inside the dead process may be lost', async (t) =
 
   // In flight at the crash: sender or target was connected to the dead
   // instance then, and the message was sent from shortly before the kill
-  // until that client saw its connection close.
+  // until that client saw its connection close or Redis saw the dead
+  // subscription go (whichever came later: until then Redis still handed
+  // messages to the dead process).
   const onVictim = (p: ChurnPeer, at: number): boolean => {
     const conn = p.connAt(victim.name, killAt)
-    return conn !== undefined && at >= killAt - IN_FLIGHT_BEFORE_KILL_MS && at <= (conn.closedAt ?? Infinity)
+    return conn !== undefined && at >= killAt - IN_FLIGHT_BEFORE_KILL_MS && at <= Math.max(conn.closedAt ?? Infinity, redisSawAt)
   }
   const inFlight = (m: LostMessage) => onVictim(m.from, m.sentAt) || onVictim(m.to, m.sentAt)
   const r = tally(peers, inFlight)
@@ -219,7 +233,7 @@ t.test('SIGKILL: only what was inside the dead process may be lost', async (t) =
   if (r.lost.length > 0) t.comment(`lost (not in flight): ${describeLost(r.lost, [{ label: `SIGKILL ${victim.name}`, at: killAt }])}`)
   const onDead = peers.map(p => p.connAt(victim.name, killAt)).filter(c => c !== undefined)
   const seenAfter = onDead.map(c => (c.closedAt ?? Infinity) - killAt).sort((x, y) => x - y)
-  t.comment(`crash: ${onDead.length} clients on ${victim.name} saw their connection close ${seenAfter[0]}..${seenAfter.at(-1)} ms after the SIGKILL`)
+  t.comment(`crash: ${onDead.length} clients on ${victim.name} saw their connection close ${seenAfter[0]}..${seenAfter.at(-1)} ms after the SIGKILL; Redis dropped its subscription after ${redisSawAt - killAt} ms`)
   const moved = onDead.length
   t.ok(moved > 0, `${moved} peers were on the killed instance`)
   verdict(t, r, peers, live, moved)

@@ -21,7 +21,7 @@ const HeaderSchema = Type.Union([
   Type.Tuple([Type.Literal('F'), Str, Str, Str, Str]),
   Type.Tuple([Type.Literal('M'), Str, Str, Str, Str]),
   Type.Tuple([Type.Literal('T'), Str, Str]),
-  Type.Tuple([Type.Literal('H'), Str, Str, Type.Array(Type.Tuple([Str, Int, Int])), Type.Array(EnvelopeSchema)]),
+  Type.Tuple([Type.Literal('H'), Str, Str, Type.Array(Type.Tuple([Str, Int, Int, Int, Type.Array(Int)])), Type.Array(EnvelopeSchema)]),
   Type.Tuple([Type.Literal('L'), Str, Str, Str])
 ])
 type Header = Static<typeof HeaderSchema>

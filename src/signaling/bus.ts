@@ -35,8 +35,11 @@ export interface Envelope {
   origin: string
 }
 
-/** Where a target's inbound sequence from one sender stood. */
-export type Baseline = Array<[from: string, epoch: number, next: number]>
+/**
+ * Where a target's inbound sequences stood, per sender: the next expected,
+ * the floor below which nothing is known, and the holes (skipped, may come late).
+ */
+export type Baseline = Array<[from: string, epoch: number, next: number, floor: number, holes: number[]]>
 
 export type BusMessage =
   | { kind: 'D', origin: string, roomId: string, from: string, epoch: number, type: string, id: string, broadcast: boolean, targets: Array<[peerId: string, seq: number]>, frame: string }

@@ -9,18 +9,38 @@ import type { Clock, Logger, SignalingMetrics, TimerHandle } from './types'
  * per sender even when frames reach it by two paths during a move.
  *
  * Ordering: every frame that crossed instances carries (epoch, seq) per
- * sender → target pair. The target's current instance remembers the next
- * sequence it expects from each sender. A repeat is dropped. A frame ahead of
- * a gap waits for the gap to fill, but only shortly after a move (when a
- * forwarded frame may still be on its way by the longer path) and at most
- * GAP_WAIT_MS; outside a move a gap is a loss that waiting cannot repair.
+ * sender → target pair. The target's current instance remembers, per sender,
+ * the next sequence it expects, a floor below which it knows nothing (a
+ * baseline set by a first frame rather than by a handover) and the holes it
+ * skipped. A frame below `next` is late (delivered) if it is below the floor or
+ * fills a hole, and a repeat (dropped) otherwise. A frame ahead of a gap waits
+ * for the gap to fill, but only shortly after a move (when a forwarded frame
+ * may still be on its way by the longer path) and at most GAP_WAIT_MS.
  */
 
 /** How long after a handover frames ahead of a gap wait for the missing one. */
 export const RECONCILE_MS = 3000
 export const GAP_WAIT_MS = 1000
+/** Holes tracked per sender; a larger jump makes everything below it unknown (late frames delivered). */
+const MAX_HOLES = 256
 
-interface Expected { epoch: number, next: number }
+interface Expected { epoch: number, next: number, floor: number, holes: Set<number> | null }
+
+/** Records that sequences [from, to) were skipped: they may still arrive, late. */
+function skip (expected: Expected, from: number, to: number): void {
+  if (to - from > MAX_HOLES) {
+    expected.floor = to
+    expected.holes = null
+    return
+  }
+  expected.holes ??= new Set()
+  for (let seq = from; seq < to; seq++) expected.holes.add(seq)
+  if (expected.holes.size > MAX_HOLES) {
+    const sorted = [...expected.holes].sort((a, b) => a - b)
+    expected.floor = Math.max(expected.floor, sorted[sorted.length - MAX_HOLES] ?? expected.floor)
+    expected.holes = new Set(sorted.filter(seq => seq >= expected.floor))
+  }
+}
 
 export class Session {
   roomId: string | null = null
@@ -34,6 +54,8 @@ export class Session {
   ended = false
   /** Ended here because it lives on elsewhere (its shared state is not this instance's to touch). */
   moved = false
+  /** Whether the mesh holds a record of it (written by its first join, or taken over by a claim). */
+  recorded = false
   graceTimer: TimerHandle | null = null
   log: Logger
   /** Next sequence number per target, for frames this peer sends across instances. */
@@ -57,7 +79,7 @@ export class Session {
   }
 
   baseline (): Baseline {
-    return [...this.seqFrom].map(([from, e]) => [from, e.epoch, e.next])
+    return [...this.seqFrom].map(([from, e]) => [from, e.epoch, e.next, e.floor, [...e.holes ?? []]])
   }
 }
 
@@ -103,7 +125,7 @@ export function createDelivery (ports: DeliveryPorts) {
     const expected = session.seqFrom.get(env.from)
     if (expected === undefined || env.epoch > expected.epoch) {
       // First frame from this sender (or from its new incarnation): it sets the baseline.
-      session.seqFrom.set(env.from, { epoch: env.epoch, next: env.seq + 1 })
+      session.seqFrom.set(env.from, { epoch: env.epoch, next: env.seq + 1, floor: env.seq, holes: null })
       session.gaps.delete(env.from)
       emit(session, env)
       return
@@ -114,12 +136,16 @@ export function createDelivery (ports: DeliveryPorts) {
       return
     }
     if (env.seq < expected.next) {
-      metrics.duplicate()
+      if (env.seq < expected.floor || expected.holes?.delete(env.seq) === true) emit(session, env)
+      else metrics.duplicate()
       return
     }
-    if (env.seq > expected.next && clock.now() < session.reconcileUntil) {
-      waitForGap(session, env)
-      return
+    if (env.seq > expected.next) {
+      if (clock.now() < session.reconcileUntil) {
+        waitForGap(session, env)
+        return
+      }
+      skip(expected, expected.next, env.seq)
     }
     expected.next = env.seq + 1
     emit(session, env)
@@ -157,6 +183,7 @@ export function createDelivery (ports: DeliveryPorts) {
       }
       if (head.seq > expected.next && !force) break
       queue.shift()
+      if (head.seq > expected.next) skip(expected, expected.next, head.seq)
       expected.next = head.seq + 1
       emit(session, head)
     }
@@ -197,14 +224,39 @@ export function createDelivery (ports: DeliveryPorts) {
       session.pending = null
       session.reconcileUntil = clock.now() + RECONCILE_MS
       if (handover !== null) {
-        for (const [from, epoch, next] of handover.baseline) {
+        for (const [from, epoch, next, floor, holes] of handover.baseline) {
           const mine = session.seqFrom.get(from)
-          if (mine === undefined || epoch > mine.epoch || (epoch === mine.epoch && next > mine.next)) session.seqFrom.set(from, { epoch, next })
+          if (mine === undefined || epoch > mine.epoch || (epoch === mine.epoch && next > mine.next)) {
+            session.seqFrom.set(from, { epoch, next, floor, holes: holes.length === 0 ? null : new Set(holes) })
+          }
         }
         // Accepted by the previous instance already: in order, no second check.
         for (const env of handover.held) emit(session, env)
       }
-      for (const env of pending) deliver(session, env)
+      // What waited at the gate came by several paths (local senders, the
+      // router's re-routed frames, other instances): in sequence per sender.
+      const bySender = new Map<string, Envelope[]>()
+      for (const env of pending) {
+        const list = bySender.get(env.from)
+        if (list === undefined) bySender.set(env.from, [env])
+        else list.push(env)
+      }
+      for (const list of bySender.values()) {
+        list.sort((a, b) => a.epoch - b.epoch || a.seq - b.seq)
+        for (const env of list) deliver(session, env)
+      }
+    },
+
+    /**
+     * A handover that came after the gate had opened without it: its frames
+     * were taken from the old instance's buffer exactly once, so they go out
+     * as they are (late rather than lost).
+     */
+    lateHandover (session: Session, held: Envelope[]): void {
+      for (const env of held) {
+        if (session.pending !== null) session.pending.push(env)
+        else emit(session, env)
+      }
     },
 
     /** Sends what was held while the peer was away (right after its welcome). */

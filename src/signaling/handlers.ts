@@ -3,6 +3,7 @@ import type { ClientData, ErrorCode, ServerData, ServerMessageType } from '../..
 import { errorText, frame, parseFrame, type InboundMessage } from './protocol'
 import type { Connection } from './connection'
 import type { Delivery, Session } from './delivery'
+import type { Mesh } from './mesh'
 import type { Router } from './router'
 import type { HubLimits, Logger, SignalingMetrics } from './types'
 
@@ -22,6 +23,7 @@ export interface HandlerContext {
   log: Logger
   sessions: Map<string, Session>
   router: Router
+  mesh: Mesh
   delivery: Delivery
   /** This instance on the mesh. */
   self: string
@@ -148,9 +150,11 @@ export function createHandlers (ctx: HandlerContext) {
     if (roomId !== null && targetId !== sender.peerId) {
       const target = sessions.get(targetId)
       if (target !== undefined ? target.roomId === roomId : router.knows(roomId, targetId)) {
-        const env = { frame: frame(type, data), type, from: sender.peerId, id: id ?? '', epoch: sender.epoch, seq: 0, origin: ctx.self }
+        // Sequenced on every path: a frame delivered here must not overtake
+        // an earlier one still coming back from the target's old instance.
+        const env = { frame: frame(type, data), type, from: sender.peerId, id: id ?? '', epoch: sender.epoch, seq: sender.nextSeq(targetId), origin: ctx.self }
         if (target !== undefined) delivery.deliver(target, env)
-        else router.relay(roomId, targetId, { ...env, seq: sender.nextSeq(targetId) })
+        else router.relay(roomId, targetId, env)
         metrics.relayLatency((performance.now() - at) / 1000)
         return
       }
@@ -180,10 +184,12 @@ export function createHandlers (ctx: HandlerContext) {
       }
       const result = await store.joinRoom(roomId, session.peerId, limits.maxPeers, session.secretHash.toString('hex'))
       if (session.ended) {
-        // The peer went away while the store answered: undo, nobody was told.
-        if (!session.moved) await store.leaveRoom(roomId, session.peerId)
+        // The peer went away while the store answered: undo (the membership
+        // and the resumable record the join wrote); nobody was told.
+        if (!session.moved) await ctx.mesh.endSession(session.peerId, roomId)
         return
       }
+      session.recorded = true
       if (!result.ok) {
         reply({ success: false, code: result.code, message: errorText(result.code) })
         return

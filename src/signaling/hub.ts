@@ -130,7 +130,7 @@ export function createSignalingHub (opts: HubOptions) {
   function broadcast<T extends ServerMessageType> (roomId: string, sender: Session, type: T, data: ServerData<T>): void {
     const text = frame(type, data)
     const env: Envelope = { frame: text, type, from: sender.peerId, id: '', epoch: sender.epoch, seq: 0, origin: self }
-    for (const member of rooms.get(roomId) ?? []) if (member !== sender) delivery.deliver(member, env)
+    for (const member of rooms.get(roomId) ?? []) if (member !== sender) delivery.deliver(member, { ...env, seq: sender.nextSeq(member.peerId) })
     router.broadcast(roomId, sender.peerId, target => ({ ...env, seq: sender.nextSeq(target) }))
   }
 
@@ -207,16 +207,20 @@ export function createSignalingHub (opts: HubOptions) {
     if (session.ended) return
     session.ended = true
     clearTimers(session)
+    if (!session.recorded) {
+      // Never in a room: nothing shared to end, nobody to tell.
+      finish(session)
+      return
+    }
     // The shared record goes first (with the room membership, in one step),
     // so once the room hears of the departure the token resumes nowhere.
     mesh.endSession(session.peerId, session.roomId).then((ended) => {
-      if (ended === null) {
+      if (ended !== null) finish(session)
+      else {
         // Claimed by another instance meanwhile: its release (with the handover) is on its way.
         session.log.info('session resumed elsewhere as it ended here; waiting for the release')
-        session.graceTimer = clock.setTimeout(() => finish(session), RELEASE_WAIT_MS)
-        return
+        session.graceTimer = clock.setTimeout(() => { releaseMissed(session) }, RELEASE_WAIT_MS)
       }
-      finish(session)
     }, (err: unknown) => {
       session.log.warn({ err }, 'could not end the session in the store; its entries expire with their TTL')
       finish(session)
@@ -228,6 +232,27 @@ export function createSignalingHub (opts: HubOptions) {
     if (sessions.get(session.peerId) === session) sessions.delete(session.peerId)
     delivery.discard(session)
     departed(session)
+  }
+
+  /**
+   * The session was not ours to end, and no release came: ask who owns it.
+   * Another instance → hand over to it as a release would. Nobody → whoever
+   * ended it told the room; only what was held here is refused.
+   */
+  function releaseMissed (session: Session): void {
+    session.graceTimer = null
+    if (sessions.get(session.peerId) !== session) return
+    mesh.ownerOf(session.peerId).then((owner) => {
+      if (sessions.get(session.peerId) !== session) return
+      if (owner !== null && owner !== self) release(session.peerId, owner)
+      else {
+        forget(session)
+        delivery.discard(session)
+      }
+    }, () => {
+      forget(session)
+      delivery.discard(session)
+    })
   }
 
   /** The connection dropped without a clean close: keep the identity and room for the grace. */
@@ -273,8 +298,7 @@ export function createSignalingHub (opts: HubOptions) {
   function handedOver (session: Session, handover: Handover | null): void {
     const wait = awaiting.get(session)
     if (wait === undefined) {
-      // Late (after the wait): still deliver, through the sequence check.
-      for (const env of handover?.held ?? []) delivery.deliver(session, env)
+      delivery.lateHandover(session, handover?.held ?? [])
       return
     }
     clock.clearTimeout(wait.timer)
@@ -296,10 +320,9 @@ export function createSignalingHub (opts: HubOptions) {
     sessions.set(session.peerId, session)
     // Frames for it wait from now until the previous instance's handover is in.
     delivery.closeGate(session)
-    if (record.room !== '') {
-      bindRoom(session, record.room)
-      router.learnRoom(record.room, [{ peerId: session.peerId, instance: self }])
-    }
+    // Bound here (local senders' frames wait at the gate), but routes stay
+    // as they are until the claim has succeeded.
+    if (record.room !== '') bindRoom(session, record.room)
     let claimed
     try {
       claimed = await mesh.claimSession(parts.peerId, record.secret, issued.hash.toString('hex'))
@@ -312,6 +335,7 @@ export function createSignalingHub (opts: HubOptions) {
       return null
     }
     session.epoch = claimed.epoch
+    session.recorded = true
     if (claimed.roomId !== session.roomId) {
       unbindRoom(session)
       if (claimed.roomId !== null) bindRoom(session, claimed.roomId)
@@ -335,14 +359,22 @@ export function createSignalingHub (opts: HubOptions) {
   }
 
   /**
-   * A claim that failed: the session is not served here. When the outcome is
-   * unknown (the store did not answer), it may have been applied: end it in
-   * the store if this instance turns out to own it, so it is not orphaned.
+   * A claim that failed: the session is not served here. Frames that local
+   * senders relayed to it meanwhile go back to the router (the peer is still
+   * where it was). When the outcome is unknown (the store did not answer), the
+   * claim may have been applied: end the session in the store if this instance
+   * turns out to own it, so it is not orphaned.
    */
   function abandon (session: Session, unknownOutcome: boolean): void {
     const roomId = session.roomId
+    const waiting = delivery.takeHeld(session)
     forget(session)
-    delivery.discard(session)
+    for (const env of waiting) {
+      const sender = env.origin === self ? sessions.get(env.from) : undefined
+      const rerouted = roomId !== null && sender !== undefined && sender.roomId === roomId &&
+        router.relay(roomId, session.peerId, env)
+      if (!rerouted) undeliverable(env)
+    }
     if (!unknownOutcome) return
     let attempts = 0
     const cleanUp = (): void => {
@@ -443,6 +475,7 @@ export function createSignalingHub (opts: HubOptions) {
     log: opts.log,
     sessions,
     router,
+    mesh,
     delivery,
     self,
     send,
@@ -543,7 +576,7 @@ export function createSignalingHub (opts: HubOptions) {
           })
         }
         attach(conn, local, issued.token, true)
-      } else if (token !== undefined && mesh.shared && splitToken(token) !== null) {
+      } else if (token !== undefined && splitToken(token) !== null) {
         // The session may live on another instance: frames wait until it is settled.
         conn.busy = true
         resumeFromMesh(token, ctx.ip)

@@ -33,7 +33,8 @@ interface Remote {
   /** Bounced frames, in send order, then frames sent while blocked. */
   bounced: Envelope[]
   queued: Envelope[]
-  blockedAt: number
+  /** Since when publishes to this peer reach nobody (null while they arrive). */
+  lostSince: number | null
   resolving: boolean
   retry: TimerHandle | null
   removed: boolean
@@ -71,7 +72,7 @@ export function createRouter (ports: RouterPorts) {
       return
     }
     if (existing !== undefined) remove(existing)
-    const remote: Remote = { peerId, roomId, node, inflight: 0, blocked: false, deadNode: null, bounced: [], queued: [], blockedAt: 0, resolving: false, retry: null, removed: false }
+    const remote: Remote = { peerId, roomId, node, inflight: 0, blocked: false, deadNode: null, bounced: [], queued: [], lostSince: null, resolving: false, retry: null, removed: false }
     remotes.set(peerId, remote)
     let room = byRoom.get(roomId)
     if (room === undefined) {
@@ -97,11 +98,8 @@ export function createRouter (ports: RouterPorts) {
   function moveTo (remote: Remote, node: string): void {
     if (remote.node === node) return
     remote.node = node
-    if (remote.inflight > 0 && !remote.blocked) {
-      // Frames in flight to the old instance may bounce: nothing overtakes them.
-      remote.blocked = true
-      remote.blockedAt = clock.now()
-    }
+    // Frames in flight to the old instance may bounce: nothing overtakes them.
+    if (remote.inflight > 0) remote.blocked = true
     settle(remote)
   }
 
@@ -125,8 +123,10 @@ export function createRouter (ports: RouterPorts) {
     }).then((received) => {
       for (const [remote, e] of items) {
         remote.inflight--
-        if (received) settle(remote)
-        else if (remote.removed) ports.orphaned(remote.peerId, remote.roomId, e)
+        if (received) {
+          remote.lostSince = null
+          settle(remote)
+        } else if (remote.removed) ports.orphaned(remote.peerId, remote.roomId, e)
         else {
           bounce(remote, node, e)
           settle(remote)
@@ -144,10 +144,8 @@ export function createRouter (ports: RouterPorts) {
 
   function bounce (remote: Remote, node: string, env: Envelope): void {
     ports.metrics.rerouted()
-    if (!remote.blocked) {
-      remote.blocked = true
-      remote.blockedAt = clock.now()
-    }
+    remote.blocked = true
+    remote.lostSince ??= clock.now()
     remote.deadNode = node
     remote.bounced.push(env)
   }
@@ -167,17 +165,24 @@ export function createRouter (ports: RouterPorts) {
     for (const env of waiting) send(remote, env)
   }
 
+  /**
+   * The peer's instance answered nobody: ask the registry where the peer is.
+   * Elsewhere → send there. Still there → try that instance again shortly (it
+   * may only have been resubscribing, as during a Redis restart), until the
+   * peer resumes elsewhere, its session ends, or the deadline passes.
+   */
   function resolve (remote: Remote): void {
     if (remote.resolving || remote.retry !== null) return
     remote.resolving = true
     const retry = (): void => {
-      if (clock.now() - remote.blockedAt > ports.deadlineMs) {
+      if (clock.now() - (remote.lostSince ?? clock.now()) > ports.deadlineMs) {
         ports.log.info({ peerId: remote.peerId }, 'peer did not reappear on another instance in time; its frames are refused')
         remove(remote)
         return
       }
       remote.retry = clock.setTimeout(() => {
         remote.retry = null
+        if (remote.deadNode === remote.node) remote.deadNode = null
         settle(remote)
       }, RESOLVE_RETRY_MS)
     }
@@ -191,7 +196,7 @@ export function createRouter (ports: RouterPorts) {
       else if (owner !== remote.deadNode) {
         remote.node = owner
         settle(remote)
-      } else retry() // not resumed yet
+      } else retry() // not resumed elsewhere yet
     }, () => {
       remote.resolving = false
       retry()
