@@ -4,6 +4,7 @@ import { errorText, frame, parseFrame, type InboundMessage } from './protocol'
 import type { Connection } from './connection'
 import type { Delivery, Session } from './delivery'
 import type { Mesh } from './mesh'
+import type { SessionRegistry } from './registry'
 import type { Router } from './router'
 import type { HubLimits, Logger, SignalingMetrics } from './types'
 
@@ -21,7 +22,7 @@ export interface HandlerContext {
   limits: HubLimits
   metrics: SignalingMetrics
   log: Logger
-  sessions: Map<string, Session>
+  registry: SessionRegistry
   router: Router
   mesh: Mesh
   delivery: Delivery
@@ -31,13 +32,12 @@ export interface HandlerContext {
   sendError (session: Session, code: ErrorCode, extra?: { type?: string, id?: string, message?: string }): void
   broadcast<T extends ServerMessageType> (roomId: string, sender: Session, type: T, data: ServerData<T>): void
   announce (roomId: string, peerId: string, node: string): void
-  bindRoom (session: Session, roomId: string): void
   leaveRoom (session: Session): Promise<void>
   internalError (session: Session, err: unknown): void
 }
 
 export function createHandlers (ctx: HandlerContext) {
-  const { store, limits, metrics, sessions, router, delivery } = ctx
+  const { store, limits, metrics, registry, router, delivery } = ctx
 
   function onMessage (conn: Connection, data: Buffer | string, isBinary: boolean): void {
     // Frames a client sent before it saw our shutdown close still count: it
@@ -148,7 +148,7 @@ export function createHandlers (ctx: HandlerContext) {
   ): void {
     const roomId = sender.roomId
     if (roomId !== null && targetId !== sender.peerId) {
-      const target = sessions.get(targetId)
+      const target = registry.get(targetId)
       if (target !== undefined ? target.roomId === roomId : router.knows(roomId, targetId)) {
         // Sequenced on every path: a frame delivered here must not overtake
         // an earlier one still coming back from the target's old instance.
@@ -194,7 +194,7 @@ export function createHandlers (ctx: HandlerContext) {
         reply({ success: false, code: result.code, message: errorText(result.code) })
         return
       }
-      if (!rejoin) ctx.bindRoom(session, roomId)
+      if (!rejoin) registry.bind(session, roomId)
       // The store's answer is the current truth for the whole room.
       router.learnRoom(roomId, result.members)
       session.log.info({ rejoin }, 'joined room')

@@ -4,20 +4,25 @@ import { PROTOCOL_VERSION, type ErrorCode, type ServerData, type ServerMessageTy
 import { errorText, frame } from './protocol'
 import { RELAY_TYPES, type BusMessage, type Envelope } from './bus'
 import { Connection, ConnectionRegistry } from './connection'
-import { createDelivery, Session } from './delivery'
+import { createDelivery, type Session } from './delivery'
 import { createHandlers } from './handlers'
-import type { Handover, Mesh } from './mesh'
+import { createInbound } from './inbound'
+import type { Mesh } from './mesh'
+import { createMoves } from './moves'
+import { SessionRegistry } from './registry'
 import { createRouter } from './router'
-import { issueToken, newPeerId, secretMatches, splitToken } from './tokens'
+import { issueToken, secretMatches, splitToken } from './tokens'
 import { systemClock, type Clock, type ConnectionHandle, type HubLimits, type Logger, type SignalingMetrics, type Transport } from './types'
 
 /*
  * The signaling core of one instance (docs/protocol.md §3), Fastify-free:
  * the /ws route hands each socket in as a Transport and forwards its events.
- * This module wires the parts and owns session lifecycles: connect, resume
- * (here or from another instance), hold, move and end. The parts: connection
- * (rate limit, serial queue), delivery (to one peer, in order), router (to
- * peers on other instances), handlers (the §3 rules), and the mesh port.
+ * This module wires the parts and owns session lifecycles: connect, resume,
+ * hold and end. The parts: connection (rate limit, serial queue), registry
+ * (sessions and local room members), delivery (to one peer, in order),
+ * router (to peers on other instances), moves (sessions changing instance),
+ * inbound (messages from other instances), handlers (the §3 rules), and the
+ * mesh port.
  *
  * This instance is authoritative for its own peers' rooms: a relay checks the
  * sender's room here and the target's room where the target is served.
@@ -37,10 +42,8 @@ export interface HubOptions {
 
 export type LeaveWithTokenResult = 'left' | 'not_in_room' | 'forbidden'
 
-/** How long a resumed session waits for the previous instance's handover before going on without it. */
-export const HANDOVER_WAIT_MS = 2000
-/** How long an instance passes on frames for a peer that resumed elsewhere (for senders that have not heard yet). */
-const FORWARD_MS = 10_000
+export { HANDOVER_WAIT_MS } from './moves'
+
 /** A session whose end found it claimed elsewhere waits this long for the new owner's release. */
 const RELEASE_WAIT_MS = 5000
 
@@ -48,13 +51,6 @@ export function createSignalingHub (opts: HubOptions) {
   const { store, mesh, limits, metrics } = opts
   const clock = opts.clock ?? systemClock
   const self = mesh.node
-  const sessions = new Map<string, Session>()
-  /** roomId → this instance's members of it (held ones included). */
-  const rooms = new Map<string, Set<Session>>()
-  /** Peers that resumed elsewhere: frames that still arrive for them are passed on. */
-  const forwards = new Map<string, { node: string, until: number }>()
-  /** Resumed sessions waiting for the previous instance's handover. */
-  const awaiting = new Map<Session, { timer: ReturnType<Clock['setTimeout']>, parked: Handover | null }>()
   const connections = new ConnectionRegistry()
   let shuttingDown = false
 
@@ -75,7 +71,7 @@ export function createSignalingHub (opts: HubOptions) {
     queueMax: Math.max(limits.resumeBufferMax, 1),
     deadlineMs: limits.rerouteDeadlineMs,
     orphaned (peerId, roomId, env) {
-      const session = sessions.get(peerId)
+      const session = registry.get(peerId)
       if (session !== undefined && session.roomId === roomId) delivery.deliver(session, env)
       else undeliverable(env)
     },
@@ -83,6 +79,8 @@ export function createSignalingHub (opts: HubOptions) {
       if (env.origin === self && RELAY_TYPES.has(env.type)) notify(env.from, 'unavailable', env.type, env.id)
     }
   })
+
+  const registry = new SessionRegistry(opts.log, (roomId) => router.dropRoom(roomId))
 
   // --- telling peers ----------------------------------------------------------
 
@@ -107,7 +105,7 @@ export function createSignalingHub (opts: HubOptions) {
 
   /** An error for a local sender about one of its relays. */
   function notify (peerId: string, code: ErrorCode, type: string, id: string): void {
-    const sender = sessions.get(peerId)
+    const sender = registry.get(peerId)
     if (sender !== undefined) sendError(sender, code, { type, id: id === '' ? undefined : id })
   }
 
@@ -130,7 +128,7 @@ export function createSignalingHub (opts: HubOptions) {
   function broadcast<T extends ServerMessageType> (roomId: string, sender: Session, type: T, data: ServerData<T>): void {
     const text = frame(type, data)
     const env: Envelope = { frame: text, type, from: sender.peerId, id: '', epoch: sender.epoch, seq: 0, origin: self }
-    for (const member of rooms.get(roomId) ?? []) if (member !== sender) delivery.deliver(member, { ...env, seq: sender.nextSeq(member.peerId) })
+    for (const member of registry.members(roomId)) if (member !== sender) delivery.deliver(member, { ...env, seq: sender.nextSeq(member.peerId) })
     router.broadcast(roomId, sender.peerId, target => ({ ...env, seq: sender.nextSeq(target) }))
   }
 
@@ -141,40 +139,13 @@ export function createSignalingHub (opts: HubOptions) {
 
   // --- membership -------------------------------------------------------------
 
-  function bindRoom (session: Session, roomId: string): void {
-    session.roomId = roomId
-    let local = rooms.get(roomId)
-    if (local === undefined) {
-      local = new Set()
-      rooms.set(roomId, local)
-    }
-    local.add(session)
-    session.log = opts.log.child({ peerId: session.peerId, roomId })
-  }
-
-  function unbindRoom (session: Session): string | null {
-    const roomId = session.roomId
-    if (roomId === null) return null
-    const local = rooms.get(roomId)
-    local?.delete(session)
-    session.roomId = null
-    // Its own outbound counters stay: receivers remember them for as long as they stay.
-    session.seqFrom.clear()
-    session.log = opts.log.child({ peerId: session.peerId })
-    if (local === undefined || local.size === 0) {
-      rooms.delete(roomId)
-      router.dropRoom(roomId)
-    }
-    return roomId
-  }
-
   /** The peer is no longer in its room: the others hear of it at once, here and elsewhere. */
   function departed (session: Session): string | null {
     const roomId = session.roomId
     if (roomId === null) return null
     broadcast(roomId, session, 'peer-disconnected', { peerId: session.peerId })
     announce(roomId, session.peerId, '')
-    unbindRoom(session)
+    registry.unbind(session)
     session.log.info({ roomId }, 'left room')
     return roomId
   }
@@ -190,16 +161,14 @@ export function createSignalingHub (opts: HubOptions) {
     session.ended = true
     session.moved = true
     clearTimers(session)
-    if (sessions.get(session.peerId) === session) sessions.delete(session.peerId)
-    unbindRoom(session)
+    registry.remove(session)
+    registry.unbind(session)
   }
 
   function clearTimers (session: Session): void {
     if (session.graceTimer !== null) clock.clearTimeout(session.graceTimer)
     session.graceTimer = null
-    const wait = awaiting.get(session)
-    if (wait !== undefined) clock.clearTimeout(wait.timer)
-    awaiting.delete(session)
+    moves.cancel(session)
   }
 
   /** The session is over for good (clean close, grace expired, kicked). */
@@ -229,7 +198,7 @@ export function createSignalingHub (opts: HubOptions) {
 
   function finish (session: Session): void {
     session.graceTimer = null
-    if (sessions.get(session.peerId) === session) sessions.delete(session.peerId)
+    registry.remove(session)
     delivery.discard(session)
     departed(session)
   }
@@ -241,10 +210,10 @@ export function createSignalingHub (opts: HubOptions) {
    */
   function releaseMissed (session: Session): void {
     session.graceTimer = null
-    if (sessions.get(session.peerId) !== session) return
+    if (registry.get(session.peerId) !== session) return
     mesh.ownerOf(session.peerId).then((owner) => {
-      if (sessions.get(session.peerId) !== session) return
-      if (owner !== null && owner !== self) release(session.peerId, owner)
+      if (registry.get(session.peerId) !== session) return
+      if (owner !== null && owner !== self) moves.release(session.peerId, owner)
       else {
         forget(session)
         delivery.discard(session)
@@ -270,139 +239,7 @@ export function createSignalingHub (opts: HubOptions) {
     }, limits.resumeGraceMs)
   }
 
-  // --- moving between instances ---------------------------------------------------
-
-  /** The peer resumed on `node`: hand over what is held for it and pass on what still arrives. */
-  function release (peerId: string, node: string): void {
-    const session = sessions.get(peerId)
-    if (session === undefined || session.moved) {
-      // Nothing held here: say so at once, so the new owner does not wait.
-      post(node, { kind: 'H', origin: self, peerId, baseline: [], held: [] })
-      return
-    }
-    session.log.info({ to: node }, 'session resumed on another instance')
-    const held = delivery.takeHeld(session)
-    const baseline = session.baseline()
-    const roomId = session.roomId
-    const conn = session.conn
-    forget(session)
-    if (roomId !== null) router.moved(roomId, peerId, node)
-    forwards.set(peerId, { node, until: clock.now() + FORWARD_MS })
-    conn?.end('replaced')
-    post(node, { kind: 'H', origin: self, peerId, baseline, held }).then((received) => {
-      if (!received) for (const env of held) undeliverable(env)
-    })
-  }
-
-  /** The handover arrived (or its wait timed out): frames flow to the resumed session, in order. */
-  function handedOver (session: Session, handover: Handover | null): void {
-    const wait = awaiting.get(session)
-    if (wait === undefined) {
-      delivery.lateHandover(session, handover?.held ?? [])
-      return
-    }
-    clock.clearTimeout(wait.timer)
-    awaiting.delete(session)
-    const parked = wait.parked
-    const merged = parked === null ? handover : handover === null ? parked : { baseline: [...parked.baseline, ...handover.baseline], held: [...parked.held, ...handover.held] }
-    delivery.openGate(session, merged)
-  }
-
-  /** A token this instance does not hold: ask the mesh, and take the session over if it is genuine. */
-  async function resumeFromMesh (token: string, ip: string): Promise<{ session: Session, token: string } | null> {
-    const parts = splitToken(token)
-    if (parts === null || sessions.has(parts.peerId)) return null
-    const record = await mesh.readSession(parts.peerId)
-    if (record === null || !secretMatches(parts.secret, record.secret)) return null
-
-    const issued = issueToken(parts.peerId)
-    const session = new Session(parts.peerId, issued.hash, ip, opts.log.child({ peerId: parts.peerId }))
-    sessions.set(session.peerId, session)
-    // Frames for it wait from now until the previous instance's handover is in.
-    delivery.closeGate(session)
-    // Bound here (local senders' frames wait at the gate), but routes stay
-    // as they are until the claim has succeeded.
-    if (record.room !== '') bindRoom(session, record.room)
-    let claimed
-    try {
-      claimed = await mesh.claimSession(parts.peerId, record.secret, issued.hash.toString('hex'))
-    } catch (err) {
-      abandon(session, true)
-      throw err
-    }
-    if (claimed === null) {
-      abandon(session, false)
-      return null
-    }
-    session.epoch = claimed.epoch
-    session.recorded = true
-    if (claimed.roomId !== session.roomId) {
-      unbindRoom(session)
-      if (claimed.roomId !== null) bindRoom(session, claimed.roomId)
-    }
-    if (claimed.roomId !== null) {
-      router.learnRoom(claimed.roomId, claimed.members)
-      // Announced before the peer is greeted: whatever it sends next travels behind this.
-      announce(claimed.roomId, session.peerId, self)
-    }
-    const previousAlive = claimed.previous !== self && await post(claimed.previous, { kind: 'T', origin: self, peerId: session.peerId })
-    if (previousAlive) {
-      const timer = clock.setTimeout(() => {
-        session.log.warn({ previous: claimed.previous }, 'no handover from the previous instance in time; going on without it')
-        handedOver(session, null)
-      }, HANDOVER_WAIT_MS)
-      awaiting.set(session, { timer, parked: claimed.parked })
-    } else {
-      delivery.openGate(session, claimed.parked)
-    }
-    return { session, token: issued.token }
-  }
-
-  /**
-   * A claim that failed: the session is not served here. Frames that local
-   * senders relayed to it meanwhile go back to the router (the peer is still
-   * where it was). When the outcome is unknown (the store did not answer), the
-   * claim may have been applied: end the session in the store if this instance
-   * turns out to own it, so it is not orphaned.
-   */
-  function abandon (session: Session, unknownOutcome: boolean): void {
-    const roomId = session.roomId
-    const waiting = delivery.takeHeld(session)
-    forget(session)
-    for (const env of waiting) {
-      const sender = env.origin === self ? sessions.get(env.from) : undefined
-      const rerouted = roomId !== null && sender !== undefined && sender.roomId === roomId &&
-        router.relay(roomId, session.peerId, env)
-      if (!rerouted) undeliverable(env)
-    }
-    if (!unknownOutcome) return
-    let attempts = 0
-    const cleanUp = (): void => {
-      mesh.endSession(session.peerId, roomId).then((ended) => {
-        if (ended === null || ended.roomId === '') return
-        session.log.info('a failed resume had taken the session over; ended it')
-        gone([ended])
-      }, () => {
-        if (++attempts < 10) clock.setTimeout(cleanUp, 1000)
-      })
-    }
-    cleanUp()
-  }
-
-  /** Sessions ended elsewhere (a reaped instance, a failed claim): tell their rooms, here and on other instances. */
-  function gone (ended: Array<{ peerId: string, roomId: string, remaining: Array<{ peerId: string, instance: string }> }>): void {
-    for (const { peerId, roomId, remaining } of ended) {
-      const text = frame('peer-disconnected', { peerId })
-      const env: Envelope = { frame: text, type: 'peer-disconnected', from: peerId, id: '', epoch: 0, seq: 0, origin: self }
-      router.moved(roomId, peerId, '')
-      for (const member of rooms.get(roomId) ?? []) if (member.peerId !== peerId) delivery.deliver(member, env)
-      const others = new Set(remaining.map(m => m.instance).filter(node => node !== self))
-      for (const node of others) {
-        post(node, { kind: 'M', origin: self, roomId, peerId, node: '' })
-        post(node, { kind: 'D', origin: self, roomId, from: peerId, epoch: 0, type: 'peer-disconnected', id: '', broadcast: true, targets: [], frame: text })
-      }
-    }
-  }
+  const moves = createMoves({ mesh, registry, delivery, router, clock, log: opts.log, post, undeliverable, announce, forget })
 
   // --- connections ----------------------------------------------------------------
 
@@ -437,23 +274,6 @@ export function createSignalingHub (opts: HubOptions) {
     }
   }
 
-  function fresh (ip: string): { session: Session, token: string } {
-    const peerId = newPeerId()
-    const issued = issueToken(peerId)
-    const session = new Session(peerId, issued.hash, ip, opts.log.child({ peerId }))
-    sessions.set(peerId, session)
-    // Recorded on the mesh by the first join: before that there is nothing to resume elsewhere.
-    return { session, token: issued.token }
-  }
-
-  function localSessionFor (token: string): Session | undefined {
-    const parts = splitToken(token)
-    if (parts === null) return undefined
-    const session = sessions.get(parts.peerId)
-    if (session === undefined || session.ended) return undefined
-    return secretMatches(parts.secret, session.secretHash) ? session : undefined
-  }
-
   function onClosed (conn: Connection, code: number): void {
     connections.remove(conn)
     conn.closedCode = code
@@ -473,7 +293,7 @@ export function createSignalingHub (opts: HubOptions) {
     limits,
     metrics,
     log: opts.log,
-    sessions,
+    registry,
     router,
     mesh,
     delivery,
@@ -482,7 +302,6 @@ export function createSignalingHub (opts: HubOptions) {
     sendError,
     broadcast,
     announce,
-    bindRoom,
     leaveRoom,
     internalError: (session, err) => {
       session.log.error({ err }, 'message handler failed')
@@ -490,67 +309,17 @@ export function createSignalingHub (opts: HubOptions) {
     }
   })
 
-  // --- messages from other instances -------------------------------------------------
-
-  function onBus (msg: BusMessage): void {
-    if (msg.origin === self) return // never act on our own echo
-    switch (msg.kind) {
-      case 'D': {
-        const listed = new Set<string>()
-        const onward = new Map<string, Array<[string, number]>>()
-        const envFor = (seq: number): Envelope => ({ frame: msg.frame, type: msg.type, from: msg.from, id: msg.id, epoch: msg.epoch, seq, origin: msg.origin })
-        const now = clock.now()
-        for (const [peerId, seq] of msg.targets) {
-          listed.add(peerId)
-          const target = sessions.get(peerId)
-          if (target !== undefined && target.roomId === msg.roomId) {
-            delivery.deliver(target, envFor(seq))
-            continue
-          }
-          const forward = target === undefined ? forwards.get(peerId) : undefined
-          if (forward !== undefined && forward.until > now) {
-            const group = onward.get(forward.node)
-            if (group === undefined) onward.set(forward.node, [[peerId, seq]])
-            else group.push([peerId, seq])
-          } else {
-            undeliverable(envFor(seq))
-          }
-        }
-        if (msg.broadcast) {
-          for (const member of rooms.get(msg.roomId) ?? []) {
-            if (!listed.has(member.peerId) && member.peerId !== msg.from) delivery.deliver(member, envFor(0))
-          }
-        }
-        for (const [node, targets] of onward) {
-          post(node, { ...msg, broadcast: false, targets }).then((received) => {
-            if (!received) for (const [, seq] of targets) undeliverable(envFor(seq))
-          })
-        }
-        return
-      }
-      case 'F':
-        notify(msg.from, 'peer_not_found', msg.type, msg.id)
-        return
-      case 'M':
-        router.moved(msg.roomId, msg.peerId, msg.node)
-        return
-      case 'T':
-        release(msg.peerId, msg.origin)
-        return
-      case 'H': {
-        const session = sessions.get(msg.peerId)
-        if (session !== undefined) handedOver(session, { baseline: msg.baseline, held: msg.held })
-        else for (const env of msg.held) undeliverable(env)
-        return
-      }
-      case 'L': {
-        const session = sessions.get(msg.peerId)
-        if (session !== undefined && session.roomId === msg.roomId) {
-          leaveRoom(session).catch((err: unknown) => session.log.warn({ err }, 'leave on request: store unavailable'))
-        }
-      }
-    }
-  }
+  const onBus = createInbound({
+    self,
+    registry,
+    delivery,
+    router,
+    moves,
+    post,
+    undeliverable,
+    refused: (peerId, type, id) => notify(peerId, 'peer_not_found', type, id),
+    leaveRoom
+  })
 
   // --- public API -----------------------------------------------------------------
 
@@ -566,7 +335,7 @@ export function createSignalingHub (opts: HubOptions) {
       connections.add(conn)
 
       const token = ctx.resumeToken
-      const local = token === undefined ? undefined : localSessionFor(token)
+      const local = token === undefined ? undefined : registry.forToken(token)
       if (local !== undefined) {
         const issued = issueToken(local.peerId)
         local.secretHash = issued.hash
@@ -579,7 +348,7 @@ export function createSignalingHub (opts: HubOptions) {
       } else if (token !== undefined && splitToken(token) !== null) {
         // The session may live on another instance: frames wait until it is settled.
         conn.busy = true
-        resumeFromMesh(token, ctx.ip)
+        moves.resume(token, ctx.ip)
           .catch((err: unknown) => {
             opts.log.warn({ err }, 'resume lookup failed; starting a new session')
             return null
@@ -587,7 +356,7 @@ export function createSignalingHub (opts: HubOptions) {
           .then((found) => {
             if (found !== null) attach(conn, found.session, found.token, true)
             else {
-              const created = fresh(ctx.ip)
+              const created = registry.fresh(ctx.ip)
               attach(conn, created.session, created.token, false)
             }
             conn.busy = false
@@ -595,7 +364,7 @@ export function createSignalingHub (opts: HubOptions) {
           })
           .catch((err: unknown) => opts.log.error({ err }, 'attaching a connection failed'))
       } else {
-        const created = fresh(ctx.ip)
+        const created = registry.fresh(ctx.ip)
         attach(conn, created.session, created.token, false)
       }
 
@@ -614,7 +383,7 @@ export function createSignalingHub (opts: HubOptions) {
     onBus,
 
     /** Sessions of a vanished instance were ended (by this instance, after the grace): tell their rooms. */
-    peersGone: gone,
+    peersGone: moves.gone,
 
     /** False while this instance cannot hear the other instances. */
     reachable (): boolean {
@@ -625,20 +394,20 @@ export function createSignalingHub (opts: HubOptions) {
     async leaveWithToken (roomId: string, peerId: string, token: string): Promise<LeaveWithTokenResult> {
       const parts = splitToken(token)
       if (parts === null || parts.peerId !== peerId) return 'forbidden'
-      const session = localSessionFor(token)
+      const session = registry.forToken(token)
       if (session !== undefined) {
         if (session.roomId !== roomId) return 'not_in_room'
         await leaveRoom(session)
         return 'left'
       }
-      if (sessions.has(peerId)) return 'forbidden'
+      if (registry.has(peerId)) return 'forbidden'
       const record = await mesh.readSession(peerId)
       if (record === null || !secretMatches(parts.secret, record.secret)) return 'forbidden'
       if (record.room !== roomId) return 'not_in_room'
       if (!await mesh.send(record.node, { kind: 'L', origin: self, peerId, roomId })) {
         // Its instance is gone: end the session here, on that instance's behalf.
         const ended = await mesh.endSession(peerId, roomId, record.node)
-        if (ended !== null) gone([ended])
+        if (ended !== null) moves.gone([ended])
       }
       return 'left'
     },
@@ -649,17 +418,16 @@ export function createSignalingHub (opts: HubOptions) {
         conn.session?.log.info('heartbeat: two pongs missed, terminating')
         conn.end('heartbeat')
       }
-      const now = clock.now()
-      for (const [peerId, forward] of forwards) if (forward.until <= now) forwards.delete(peerId)
+      moves.sweep()
     },
 
     /** Rooms this instance has members in, with those members (for TTL refresh). */
     occupiedRooms (): Array<{ roomId: string, peerIds: string[] }> {
-      return [...rooms].map(([roomId, members]) => ({ roomId, peerIds: [...members].map(s => s.peerId) }))
+      return registry.occupied()
     },
 
     stats () {
-      return { connections: connections.size, sessions: sessions.size, rooms: rooms.size, ...router.stats() }
+      return { connections: connections.size, sessions: registry.size, rooms: registry.roomCount, ...router.stats() }
     },
 
     /**
@@ -685,22 +453,12 @@ export function createSignalingHub (opts: HubOptions) {
     async drain (budgetMs: number): Promise<void> {
       // Waiting only helps when another instance can take the sessions over.
       const deadline = Date.now() + (await mesh.othersAlive().catch(() => false) ? budgetMs : 0)
-      while ((sessions.size > 0 || router.stats().waiting > 0) && Date.now() < deadline) await sleep(20)
-      const leftovers = [...sessions.values()]
-      const park = async (session: Session, owner: string, held: Envelope[]): Promise<void> => {
-        if (held.length === 0) return
-        const handover: Handover = { baseline: session.baseline(), held }
-        const movedTo = await mesh.park(session.peerId, owner, handover).catch(() => null)
-        if (movedTo !== null && movedTo !== owner) await post(movedTo, { kind: 'H', origin: self, peerId: session.peerId, ...handover })
-      }
-      const parkAll = async (): Promise<void> => {
-        await Promise.all(leftovers.map(session => park(session, self, delivery.takeHeld(session))))
-        await Promise.all(router.takeWaiting().map(({ peerId, node, frames }) => mesh.park(peerId, node, { baseline: [], held: frames }).catch(() => null)))
-      }
-      await parkAll()
+      while ((registry.size > 0 || router.stats().waiting > 0) && Date.now() < deadline) await sleep(20)
+      const leftovers = registry.all()
+      await moves.parkAll(leftovers)
       await mesh.stop()
       // Whatever arrived until the subscription ended goes the same way.
-      await parkAll()
+      await moves.parkAll(leftovers)
       for (const session of leftovers) clearTimers(session)
       if (leftovers.length > 0) opts.log.info({ sessions: leftovers.length }, 'left sessions for resume on other instances')
       await mesh.leave(leftovers.length > 0)

@@ -1,0 +1,92 @@
+import type { BusMessage, Envelope } from './bus'
+import type { Delivery, Session } from './delivery'
+import type { Moves } from './moves'
+import type { SessionRegistry } from './registry'
+import type { Router } from './router'
+
+/*
+ * Messages from other instances (src/signaling/bus.ts): deliveries to the
+ * peers served here (or passed on to where they moved), refusals for our
+ * senders, membership changes, releases and handovers, and leaves on request.
+ */
+
+export interface InboundContext {
+  self: string
+  registry: SessionRegistry
+  delivery: Delivery
+  router: Router
+  moves: Moves
+  post (node: string, msg: BusMessage): Promise<boolean>
+  undeliverable (env: Envelope): void
+  /** A relay of a local sender was refused where its target is served. */
+  refused (peerId: string, type: string, id: string): void
+  leaveRoom (session: Session): Promise<void>
+}
+
+export function createInbound (ctx: InboundContext): (msg: BusMessage) => void {
+  const { registry, delivery, router, moves } = ctx
+
+  function deliver (msg: Extract<BusMessage, { kind: 'D' }>): void {
+    const envFor = (seq: number): Envelope => ({ frame: msg.frame, type: msg.type, from: msg.from, id: msg.id, epoch: msg.epoch, seq, origin: msg.origin })
+    const listed = new Set<string>()
+    const onward = new Map<string, Array<[string, number]>>()
+    for (const [peerId, seq] of msg.targets) {
+      listed.add(peerId)
+      const target = registry.get(peerId)
+      if (target !== undefined && target.roomId === msg.roomId) {
+        delivery.deliver(target, envFor(seq))
+        continue
+      }
+      // The target's room is checked here, where it is served: the relay rule's other half.
+      const node = target === undefined ? moves.forwardTo(peerId) : undefined
+      if (node === undefined) {
+        ctx.undeliverable(envFor(seq))
+        continue
+      }
+      const group = onward.get(node)
+      if (group === undefined) onward.set(node, [[peerId, seq]])
+      else group.push([peerId, seq])
+    }
+    if (msg.broadcast) {
+      // Members here the sender's instance did not know of yet.
+      for (const member of registry.members(msg.roomId)) {
+        if (!listed.has(member.peerId) && member.peerId !== msg.from) delivery.deliver(member, envFor(0))
+      }
+    }
+    for (const [node, targets] of onward) {
+      ctx.post(node, { ...msg, broadcast: false, targets }).then((received) => {
+        if (!received) for (const [, seq] of targets) ctx.undeliverable(envFor(seq))
+      })
+    }
+  }
+
+  return (msg) => {
+    if (msg.origin === ctx.self) return // never act on our own echo
+    switch (msg.kind) {
+      case 'D':
+        deliver(msg)
+        return
+      case 'F':
+        ctx.refused(msg.from, msg.type, msg.id)
+        return
+      case 'M':
+        router.moved(msg.roomId, msg.peerId, msg.node)
+        return
+      case 'T':
+        moves.release(msg.peerId, msg.origin)
+        return
+      case 'H': {
+        const session = registry.get(msg.peerId)
+        if (session !== undefined) moves.handedOver(session, { baseline: msg.baseline, held: msg.held })
+        else for (const env of msg.held) ctx.undeliverable(env)
+        return
+      }
+      case 'L': {
+        const session = registry.get(msg.peerId)
+        if (session !== undefined && session.roomId === msg.roomId) {
+          ctx.leaveRoom(session).catch((err: unknown) => session.log.warn({ err }, 'leave on request: store unavailable'))
+        }
+      }
+    }
+  }
+}

@@ -1,0 +1,101 @@
+import { Session } from './delivery'
+import { issueToken, newPeerId, secretMatches, splitToken } from './tokens'
+import type { Logger } from './types'
+
+/**
+ * The sessions this instance serves and its members of each room (held ones
+ * included). A session is found by peer id or by its resume token; binding
+ * it to a room is local bookkeeping only (the store and the mesh are told by
+ * the caller).
+ */
+export class SessionRegistry {
+  private readonly sessions = new Map<string, Session>()
+  private readonly rooms = new Map<string, Set<Session>>()
+
+  /** `roomEmptied`: the last local member left a room (its routes can go). */
+  constructor (private readonly log: Logger, private readonly roomEmptied: (roomId: string) => void) {}
+
+  get size (): number {
+    return this.sessions.size
+  }
+
+  get roomCount (): number {
+    return this.rooms.size
+  }
+
+  get (peerId: string): Session | undefined {
+    return this.sessions.get(peerId)
+  }
+
+  has (peerId: string): boolean {
+    return this.sessions.has(peerId)
+  }
+
+  all (): Session[] {
+    return [...this.sessions.values()]
+  }
+
+  /** A session for `peerId` (new, or taken over from another instance) with its secret. */
+  create (peerId: string, hash: Buffer, ip: string): Session {
+    const session = new Session(peerId, hash, ip, this.log.child({ peerId }))
+    this.sessions.set(peerId, session)
+    return session
+  }
+
+  /** A brand-new identity; recorded on the mesh by its first join (before that there is nothing to resume elsewhere). */
+  fresh (ip: string): { session: Session, token: string } {
+    const peerId = newPeerId()
+    const issued = issueToken(peerId)
+    return { session: this.create(peerId, issued.hash, ip), token: issued.token }
+  }
+
+  /** The live local session a resume token proves, if any (constant-time secret check). */
+  forToken (token: string): Session | undefined {
+    const parts = splitToken(token)
+    if (parts === null) return undefined
+    const session = this.sessions.get(parts.peerId)
+    if (session === undefined || session.ended) return undefined
+    return secretMatches(parts.secret, session.secretHash) ? session : undefined
+  }
+
+  /** Forgets the session (only this one: a newer session with the same id stays). */
+  remove (session: Session): void {
+    if (this.sessions.get(session.peerId) === session) this.sessions.delete(session.peerId)
+  }
+
+  members (roomId: string): Iterable<Session> {
+    return this.rooms.get(roomId) ?? []
+  }
+
+  bind (session: Session, roomId: string): void {
+    session.roomId = roomId
+    let local = this.rooms.get(roomId)
+    if (local === undefined) {
+      local = new Set()
+      this.rooms.set(roomId, local)
+    }
+    local.add(session)
+    session.log = this.log.child({ peerId: session.peerId, roomId })
+  }
+
+  unbind (session: Session): string | null {
+    const roomId = session.roomId
+    if (roomId === null) return null
+    const local = this.rooms.get(roomId)
+    local?.delete(session)
+    session.roomId = null
+    // Its own outbound counters stay: receivers remember them for as long as they stay.
+    session.seqFrom.clear()
+    session.log = this.log.child({ peerId: session.peerId })
+    if (local === undefined || local.size === 0) {
+      this.rooms.delete(roomId)
+      this.roomEmptied(roomId)
+    }
+    return roomId
+  }
+
+  /** Rooms with members here, with those members (for TTL refresh). */
+  occupied (): Array<{ roomId: string, peerIds: string[] }> {
+    return [...this.rooms].map(([roomId, members]) => ({ roomId, peerIds: [...members].map(s => s.peerId) }))
+  }
+}
