@@ -13,19 +13,33 @@ export interface ServerProcess {
   exited: Promise<{ code: number | null, signal: NodeJS.Signals | null }>
 }
 
+/**
+ * Set when the tests run under c8 (npm test): every server writes its V8
+ * coverage there when it exits, which Node does on any normal exit or
+ * process.exit (all of the server's exits, SIGTERM included via
+ * close-with-grace), never when it is killed by SIGKILL. While it is set,
+ * Node also records the source map of dist/server.js, so c8 maps the
+ * bundle back to src/.
+ */
+const coverageDir = process.env['NODE_V8_COVERAGE']
+
 /** Starts `node dist/server.js` as a real process on a free port and waits until it is ready. */
 export async function startServer (t: Teardown, env: Record<string, string> = {}): Promise<ServerProcess> {
   if (!existsSync('dist/server.js')) throw new Error('dist/server.js missing: run npm run build (npm test does)')
   const port = await freePort()
   const child = spawn(process.execPath, ['dist/server.js'], {
-    env: { PATH: process.env['PATH'], HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'info', ...env },
+    env: { PATH: process.env['PATH'], HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'info', ...(coverageDir !== undefined && { NODE_V8_COVERAGE: coverageDir }), ...env },
     stdio: ['ignore', 'pipe', 'pipe']
   })
   let out = ''
   child.stdout?.on('data', (d: Buffer) => { out += d.toString() })
   child.stderr?.on('data', (d: Buffer) => { out += d.toString() })
   const exited = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>(resolve => child.once('exit', (code, signal) => resolve({ code, signal })))
-  t.teardown(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
+  t.teardown(async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return
+    if (coverageDir === undefined) child.kill('SIGKILL')
+    else await stopWritingCoverage(child, exited)
+  })
 
   const http = `http://127.0.0.1:${port}`
   const deadline = Date.now() + 15_000
@@ -37,4 +51,23 @@ export async function startServer (t: Teardown, env: Record<string, string> = {}
     await new Promise(resolve => setTimeout(resolve, 50))
   }
   throw new Error(`server did not become healthy: ${out}`)
+}
+
+/**
+ * Under coverage a server still running at teardown is stopped with SIGTERM
+ * instead of SIGKILL, so that it writes its coverage. The first SIGTERM starts
+ * close-with-grace; the second, 100 ms later (not at once: two signals sent
+ * back to back can merge into one), makes it exit at once (process.exit(1))
+ * instead of waiting out the graceful drain. SIGKILL only if even that fails.
+ */
+async function stopWritingCoverage (child: ChildProcess, exited: Promise<unknown>): Promise<void> {
+  const exitedWithin = (ms: number): Promise<boolean> => new Promise(resolve => {
+    const timer = setTimeout(resolve, ms, false)
+    exited.then(() => { clearTimeout(timer); resolve(true) }, () => {})
+  })
+  child.kill('SIGTERM')
+  if (await exitedWithin(100)) return
+  child.kill('SIGTERM')
+  if (await exitedWithin(5000)) return
+  child.kill('SIGKILL')
 }
