@@ -546,8 +546,11 @@ function printTable (s: Record<string, Record<string, number | boolean>>): void 
   }
   metric(`relay CPU µs/msg @ ${P.relayFixed}/s`, 'relayCpuUsPerMsg')
   metric(`relay p99 ms @ ${P.relayFixed}/s`, 'relayP99MsAtFixed', false)
-  metric(`relay CPU µs/msg @ ${P.relaySteps[0] ?? P.relayFixed}/s`, 'relayCpuUsPerMsgAtLow')
-  metric(`relay p99 ms @ ${P.relaySteps[0] ?? P.relayFixed}/s`, 'relayP99MsAtLow', false)
+  const low = P.relaySteps[0] ?? P.relayFixed
+  if (low !== P.relayFixed) {
+    metric(`relay CPU µs/msg @ ${low}/s`, 'relayCpuUsPerMsgAtLow')
+    metric(`relay p99 ms @ ${low}/s`, 'relayP99MsAtLow', false)
+  }
   metric('relay Redis commands/msg', 'relayRedisCmdsPerMsg', false)
   metric('relay max ok msg/s', 'relayMaxOk')
   metric('relay generator-bound', 'relayGeneratorBound', false)
