@@ -1,24 +1,10 @@
-import t, { type Test } from 'tap'
-import { FakeCluster, errorsOf, join, offerNumbers, sendOffers, type ClusterOptions, type FakeClient } from './helpers/fake-mesh'
+import t from 'tap'
+import { boom, errorsOf, FakeCluster, join, offerNumbers, pair, sendOffers } from './helpers/fake-mesh'
 
 /*
  * Session lifecycles across instances on the fake mesh: failed and racing
  * takeovers, a join racing a disconnect, and draining an instance.
  */
-
-async function pair (t: Test, names = ['n1', 'n2', 'n3'], opts: ClusterOptions = {}): Promise<{ c: FakeCluster, a: FakeClient, b: FakeClient }> {
-  const c = new FakeCluster(opts)
-  t.teardown(() => c.close())
-  for (const name of names) c.node(name)
-  c.createRoom('r')
-  const a = c.connect('n1')
-  const b = c.connect('n2')
-  await join(t, c, a, 'r')
-  await join(t, c, b, 'r')
-  return { c, a, b }
-}
-
-const boom = (): never => { throw new Error('redis: command timed out') }
 
 t.test('claim failures leave no orphan session on the claiming instance', async (t) => {
   t.test('the claim failed before it applied: a fresh identity, and the session can still be resumed', async (t) => {

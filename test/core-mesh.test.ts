@@ -1,29 +1,11 @@
-import t, { type Test } from 'tap'
-import { FakeCluster, errorsOf, join, offer, offerNumbers, range, sendOffers, type ClusterOptions, type FakeClient } from './helpers/fake-mesh'
+import t from 'tap'
+import { cluster, errorsOf, join, offer, offerNumbers, pair, range, sendOffers } from './helpers/fake-mesh'
 
 /*
  * Unit tests of the signaling core across instances: real hubs on a fake
  * mesh (test/helpers/fake-mesh.ts) with the Redis scripts' semantics, a bus
  * whose links can be held to force races, and a fake clock.
  */
-
-async function cluster (t: Test, names: string[], opts: ClusterOptions = {}): Promise<FakeCluster> {
-  const c = new FakeCluster(opts)
-  t.teardown(() => c.close())
-  for (const name of names) c.node(name)
-  return c
-}
-
-/** a on n1 and b on n2, both in room r; more nodes idle. */
-async function pair (t: Test, names = ['n1', 'n2', 'n3'], opts: ClusterOptions = {}): Promise<{ c: FakeCluster, a: FakeClient, b: FakeClient }> {
-  const c = await cluster(t, names, opts)
-  c.createRoom('r')
-  const a = c.connect('n1')
-  const b = c.connect('n2')
-  await join(t, c, a, 'r')
-  await join(t, c, b, 'r')
-  return { c, a, b }
-}
 
 t.test('mesh: join, relay and broadcasts across instances', async (t) => {
   const c = await cluster(t, ['n1', 'n2', 'n3'])

@@ -1,5 +1,5 @@
 import t, { type Test } from 'tap'
-import { FakeCluster, errorsOf, join, offerNumbers, range, sendOffers, type ClusterOptions, type FakeClient } from './helpers/fake-mesh'
+import { errorsOf, type FakeClient, FakeCluster, offerNumbers, pair, range, sendOffers } from './helpers/fake-mesh'
 
 /*
  * Races in the signaling core that once broke the delivery guarantee of
@@ -7,18 +7,6 @@ import { FakeCluster, errorsOf, join, offerNumbers, range, sendOffers, type Clus
  * exactly once, in order, …; when it cannot be delivered the sender gets
  * peer_not_found"). Each comment says what went wrong and how it was fixed.
  */
-
-async function pair (t: Test, names = ['n1', 'n2', 'n3'], opts: ClusterOptions = {}): Promise<{ c: FakeCluster, a: FakeClient, b: FakeClient }> {
-  const c = new FakeCluster(opts)
-  t.teardown(() => c.close())
-  for (const name of names) c.node(name)
-  c.createRoom('r')
-  const a = c.connect('n1')
-  const b = c.connect('n2')
-  await join(t, c, a, 'r')
-  await join(t, c, b, 'r')
-  return { c, a, b }
-}
 
 /** Every offer numbered 1..n reached `to` exactly once, or its sender heard peer_not_found for it. */
 function accountedFor (t: Test, sender: FakeClient, to: FakeClient, n: number): void {

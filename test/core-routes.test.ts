@@ -1,30 +1,11 @@
-import t, { type Test } from 'tap'
-import { FakeCluster, errorsOf, join, offerNumbers, sendOffers, type ClusterOptions, type FakeClient } from './helpers/fake-mesh'
+import t from 'tap'
+import { boom, cluster, errorsOf, join, offerNumbers, pair, sendOffers } from './helpers/fake-mesh'
 
 /*
  * Routing races and failure paths of the signaling core on the fake mesh:
  * route changes with frames in flight, registry lookups racing
  * announcements, peers switching rooms or leaving mid-move, store failures.
  */
-
-async function cluster (t: Test, names: string[], opts: ClusterOptions = {}): Promise<FakeCluster> {
-  const c = new FakeCluster(opts)
-  t.teardown(() => c.close())
-  for (const name of names) c.node(name)
-  return c
-}
-
-async function pair (t: Test, names = ['n1', 'n2', 'n3'], opts: ClusterOptions = {}): Promise<{ c: FakeCluster, a: FakeClient, b: FakeClient }> {
-  const c = await cluster(t, names, opts)
-  c.createRoom('r')
-  const a = c.connect('n1')
-  const b = c.connect('n2')
-  await join(t, c, a, 'r')
-  await join(t, c, b, 'r')
-  return { c, a, b }
-}
-
-const boom = (): never => { throw new Error('redis: command timed out') }
 
 t.test('a route change while frames are in flight: nothing overtakes them', async (t) => {
   t.test('the old instance took them', async (t) => {

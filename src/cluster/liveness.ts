@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis'
 import { pairs, redisKeys } from '../redis/keys'
 import type { EndedSession } from '../signaling/mesh'
+import type { Logger } from '../signaling/types'
 
 /*
  * Instance liveness: every instance writes a heartbeat into the `instances`
@@ -10,15 +11,20 @@ import type { EndedSession } from '../signaling/mesh'
  * resume elsewhere, then ends every session the dead instance still owns.
  */
 
-export interface LivenessOptions {
-  redis: Redis & { pdEndSession: EndSessionCommand }
+/** What the Redis mesh and its liveness share. */
+export interface MeshSettings {
   keyPrefix: string
+  /** This instance's id on the mesh. */
   node: string
   sessionTtlS: number
   roomEmptyTtlS: number
   deadAfterMs: number
   resumeGraceMs: number
-  log: { info: (o: object, m: string) => void, warn: (o: object, m: string) => void, error: (o: object, m: string) => void }
+  log: Logger
+}
+
+export interface LivenessOptions extends MeshSettings {
+  redis: Redis & { pdEndSession: EndSessionCommand }
   /** Sessions of a dead instance that were ended after the grace: tell their rooms. */
   onSessionsEnded: (ended: EndedSession[]) => void
 }

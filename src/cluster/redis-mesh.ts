@@ -2,9 +2,8 @@ import type { Redis } from 'ioredis'
 import { CLAIM_SESSION, END_SESSION, PARK_HANDOVER, pairs, redisKeys } from '../redis/keys'
 import { StoreUnavailableError } from '../store/types'
 import type { Handover, Mesh, MeshEvents } from '../signaling/mesh'
-import type { Logger } from '../signaling/types'
 import { decodeBus, encodeBus } from './codec'
-import { createLiveness, type EndSessionCommand } from './liveness'
+import { createLiveness, type EndSessionCommand, type MeshSettings } from './liveness'
 
 /*
  * The mesh over one Redis: each instance subscribes to its own channel
@@ -22,16 +21,9 @@ interface MeshRedis extends Redis {
   pdPark (session: string, parked: string, owner: string, ttl: number, handover: string): Promise<string | null>
 }
 
-export interface RedisMeshOptions {
+export interface RedisMeshOptions extends MeshSettings {
   redis: Redis
   subscriber: Redis
-  keyPrefix: string
-  node: string
-  sessionTtlS: number
-  roomEmptyTtlS: number
-  deadAfterMs: number
-  resumeGraceMs: number
-  log: Logger
 }
 
 /** Every failure of the mesh becomes one typed error (a relay answers `unavailable`, REST 503). */
@@ -68,14 +60,8 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
   let stopping = false
 
   const liveness = createLiveness({
+    ...opts,
     redis,
-    keyPrefix: p,
-    node: opts.node,
-    sessionTtlS: opts.sessionTtlS,
-    roomEmptyTtlS: opts.roomEmptyTtlS,
-    deadAfterMs: opts.deadAfterMs,
-    resumeGraceMs: opts.resumeGraceMs,
-    log: opts.log,
     onSessionsEnded: (ended) => events?.sessionsEnded(ended)
   })
 

@@ -59,11 +59,11 @@ export class Session {
   graceTimer: TimerHandle | null = null
   log: Logger
   /** Next sequence number per target, for frames this peer sends across instances. */
-  readonly seqTo = new Map<string, number>()
+  private seqTo: Map<string, number> | null = null
   /** Next sequence expected per sender. */
-  readonly seqFrom = new Map<string, Expected>()
+  seqFrom: Map<string, Expected> | null = null
   /** Frames that arrived ahead of a gap, per sender, in sequence order. */
-  readonly gaps = new Map<string, Envelope[]>()
+  gaps: Map<string, Envelope[]> | null = null
   gapTimer: TimerHandle | null = null
   reconcileUntil = 0
 
@@ -73,13 +73,15 @@ export class Session {
 
   /** The next outbound sequence number towards `target`. */
   nextSeq (target: string): number {
+    // Created on first use, like the other per-peer maps: an idle connection carries none.
+    this.seqTo ??= new Map()
     const seq = (this.seqTo.get(target) ?? 0) + 1
     this.seqTo.set(target, seq)
     return seq
   }
 
   baseline (): Baseline {
-    return [...this.seqFrom].map(([from, e]) => [from, e.epoch, e.next, e.floor, [...e.holes ?? []]])
+    return [...this.seqFrom ?? []].map(([from, e]) => [from, e.epoch, e.next, e.floor, [...e.holes ?? []]])
   }
 }
 
@@ -122,11 +124,12 @@ export function createDelivery (ports: DeliveryPorts) {
   }
 
   function sequenced (session: Session, env: Envelope): void {
-    const expected = session.seqFrom.get(env.from)
+    const expected = session.seqFrom?.get(env.from)
     if (expected === undefined || env.epoch > expected.epoch) {
       // First frame from this sender (or from its new incarnation): it sets the baseline.
+      session.seqFrom ??= new Map()
       session.seqFrom.set(env.from, { epoch: env.epoch, next: env.seq + 1, floor: env.seq, holes: null })
-      session.gaps.delete(env.from)
+      session.gaps?.delete(env.from)
       emit(session, env)
       return
     }
@@ -153,6 +156,7 @@ export function createDelivery (ports: DeliveryPorts) {
   }
 
   function waitForGap (session: Session, env: Envelope): void {
+    session.gaps ??= new Map()
     let queue = session.gaps.get(env.from)
     if (queue === undefined) {
       queue = []
@@ -166,13 +170,13 @@ export function createDelivery (ports: DeliveryPorts) {
     queue.sort((a, b) => a.seq - b.seq)
     session.gapTimer ??= clock.setTimeout(() => {
       session.gapTimer = null
-      for (const [from, expected] of session.seqFrom) releaseGaps(session, from, expected, true)
+      for (const [from, expected] of session.seqFrom ?? []) releaseGaps(session, from, expected, true)
     }, GAP_WAIT_MS)
   }
 
   /** Delivers what waited behind a gap: what is now in order, or (`force`, after the wait) everything. */
   function releaseGaps (session: Session, from: string, expected: Expected, force: boolean): void {
-    const queue = session.gaps.get(from)
+    const queue = session.gaps?.get(from)
     if (queue === undefined) return
     while (queue.length > 0) {
       const head = queue[0] as Envelope
@@ -187,15 +191,15 @@ export function createDelivery (ports: DeliveryPorts) {
       expected.next = head.seq + 1
       emit(session, head)
     }
-    if (queue.length === 0) session.gaps.delete(from)
+    if (queue.length === 0) session.gaps?.delete(from)
   }
 
   function takeHeld (session: Session): Envelope[] {
     const out = [...session.held, ...(session.pending ?? [])]
-    for (const queue of session.gaps.values()) out.push(...queue)
+    for (const queue of session.gaps?.values() ?? []) out.push(...queue)
     session.held = []
     session.pending = null
-    session.gaps.clear()
+    session.gaps = null
     if (session.gapTimer !== null) clock.clearTimeout(session.gapTimer)
     session.gapTimer = null
     return out
@@ -225,8 +229,9 @@ export function createDelivery (ports: DeliveryPorts) {
       session.reconcileUntil = clock.now() + RECONCILE_MS
       if (handover !== null) {
         for (const [from, epoch, next, floor, holes] of handover.baseline) {
-          const mine = session.seqFrom.get(from)
+          const mine = session.seqFrom?.get(from)
           if (mine === undefined || epoch > mine.epoch || (epoch === mine.epoch && next > mine.next)) {
+            session.seqFrom ??= new Map()
             session.seqFrom.set(from, { epoch, next, floor, holes: holes.length === 0 ? null : new Set(holes) })
           }
         }

@@ -85,7 +85,7 @@ export class SessionRegistry {
     local?.delete(session)
     session.roomId = null
     // Its own outbound counters stay: receivers remember them for as long as they stay.
-    session.seqFrom.clear()
+    session.seqFrom = null
     session.log = this.log.child({ peerId: session.peerId })
     if (local === undefined || local.size === 0) {
       this.rooms.delete(roomId)

@@ -709,3 +709,25 @@ export function sendOffers (sender: FakeClient, target: FakeClient | string, fro
 }
 
 export const range = (from: number, to: number): number[] => Array.from({ length: to - from + 1 }, (_, i) => from + i)
+
+/** A fake cluster of named nodes, closed in teardown. */
+export async function cluster (t: Test, names: string[], opts: ClusterOptions = {}): Promise<FakeCluster> {
+  const c = new FakeCluster(opts)
+  t.teardown(() => c.close())
+  for (const name of names) c.node(name)
+  return c
+}
+
+/** a on n1 and b on n2, both in room r; more nodes idle. */
+export async function pair (t: Test, names = ['n1', 'n2', 'n3'], opts: ClusterOptions = {}): Promise<{ c: FakeCluster, a: FakeClient, b: FakeClient }> {
+  const c = await cluster(t, names, opts)
+  c.createRoom('r')
+  const a = c.connect('n1')
+  const b = c.connect('n2')
+  await join(t, c, a, 'r')
+  await join(t, c, b, 'r')
+  return { c, a, b }
+}
+
+/** What a store or mesh call does when Redis does not answer. */
+export const boom = (): never => { throw new Error('redis: command timed out') }
