@@ -19,6 +19,8 @@ import type { Clock, Logger, SignalingMetrics, TimerHandle } from './types'
  */
 
 const RESOLVE_RETRY_MS = 200
+/** A routed room with no remote member yet (most rooms on a single instance): shared, never written. */
+const NO_REMOTES: ReadonlyMap<string, Remote> = new Map()
 
 interface Remote {
   readonly peerId: string
@@ -75,7 +77,7 @@ export function createRouter (ports: RouterPorts) {
     const remote: Remote = { peerId, roomId, node, inflight: 0, blocked: false, deadNode: null, bounced: [], queued: [], lostSince: null, resolving: false, retry: null, removed: false }
     remotes.set(peerId, remote)
     let room = byRoom.get(roomId)
-    if (room === undefined) {
+    if (room === undefined || room === NO_REMOTES) {
       room = new Map()
       byRoom.set(roomId, room)
     }
@@ -219,7 +221,7 @@ export function createRouter (ports: RouterPorts) {
     /** The store's view of a room (at join or resume): every member on another instance becomes a route. */
     learnRoom (roomId: string, members: Member[]): void {
       // The room is routed from now on, even with no remote member yet: later arrivals are announced.
-      if (!byRoom.has(roomId)) byRoom.set(roomId, new Map())
+      if (!byRoom.has(roomId)) byRoom.set(roomId, NO_REMOTES as Map<string, Remote>)
       for (const m of members) {
         if (m.instance !== self) add(roomId, m.peerId, m.instance)
         else {
