@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis'
 import { CLAIM_SESSION, END_SESSION, PARK_HANDOVER, pairs, redisKeys } from '../redis/keys'
-import { StoreUnavailableError } from '../store/types'
+import { unavailableOnFailure } from '../store/types'
 import type { Handover, Mesh, MeshEvents } from '../signaling/mesh'
 import { decodeBus, encodeBus } from './codec'
 import { createLiveness, type EndSessionCommand, type MeshSettings } from './liveness'
@@ -27,13 +27,7 @@ export interface RedisMeshOptions extends MeshSettings {
 }
 
 /** Every failure of the mesh becomes one typed error (a relay answers `unavailable`, REST 503). */
-async function guard<T> (op: () => Promise<T>): Promise<T> {
-  try {
-    return await op()
-  } catch (err) {
-    throw new StoreUnavailableError({ cause: err })
-  }
-}
+const guard = unavailableOnFailure
 
 function mergeParked (entries: string[]): Handover | null {
   if (entries.length === 0) return null

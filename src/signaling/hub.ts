@@ -42,8 +42,6 @@ export interface HubOptions {
 
 export type LeaveWithTokenResult = 'left' | 'not_in_room' | 'forbidden'
 
-export { HANDOVER_WAIT_MS } from './moves'
-
 /** A session whose end found it claimed elsewhere waits this long for the new owner's release. */
 const RELEASE_WAIT_MS = 5000
 

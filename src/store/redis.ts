@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import type { JoinResult, RateLimitResult, Store, StoreLimits } from './types'
-import { REFERRER_TTL_S, StoreUnavailableError } from './types'
+import { REFERRER_TTL_S, unavailableOnFailure } from './types'
 import { CREATE_ROOM, JOIN_RATE_LIMIT, JOIN_ROOM, LEAVE_ROOM, TOUCH_ROOM, pairs, redisKeys } from '../redis/keys'
 
 /* The room data of protocol §4; key model and scripts in src/redis/keys.ts. */
@@ -31,13 +31,7 @@ export function createRedisStore (opts: RedisStoreOptions): Store {
   const { roomKey, socketsKey, peersKey, bindingKey, sessionKey, ownedKey, joinLimitKey, referrersKey } = redisKeys(p)
 
   /** Every backend failure becomes one typed error that Fastify answers with 503. */
-  async function guard<T> (op: () => Promise<T>): Promise<T> {
-    try {
-      return await op()
-    } catch (err) {
-      throw new StoreUnavailableError({ cause: err })
-    }
-  }
+  const guard = unavailableOnFailure
 
   return {
     kind: 'redis',

@@ -7,6 +7,15 @@ export const StoreUnavailableError = createError(
   503
 )
 
+/** Runs a backend operation; any failure becomes StoreUnavailableError (REST 503, WS `unavailable`). */
+export async function unavailableOnFailure<T> (op: () => Promise<T>): Promise<T> {
+  try {
+    return await op()
+  } catch (err) {
+    throw new StoreUnavailableError({ cause: err })
+  }
+}
+
 export type JoinFailure = 'room_not_found' | 'room_full'
 /** A room member and the instance that holds its connection. */
 export interface Member { peerId: string, instance: string }
