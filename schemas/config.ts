@@ -21,6 +21,8 @@ export const ConfigSchema = Type.Object({
   REDIS_PORT: Type.Integer({ minimum: 1, maximum: 65535, default: 6379 }),
   REDIS_PASSWORD: Type.Optional(Type.String()),
   REDIS_CONNECT_TIMEOUT_MS: Type.Integer({ minimum: 100, default: 2000, description: 'Connect and per-command timeout; a request fails with 503 after at most about this long when Redis is unreachable' }),
+  REDIS_HEALTH_INTERVAL_MS: Type.Integer({ minimum: 100, default: 1000, description: 'Redis health check (TIME) interval; a Redis that stops answering is failed fast (503, `unavailable`) from the first timeout until a check passes' }),
+  REDIS_MAX_WRITE_BUFFER_BYTES: Type.Integer({ minimum: 65536, default: 16777216, description: 'Bytes waiting to be written to Redis beyond which new operations fail fast instead of queueing' }),
   KEY_PREFIX: Type.String({ default: '', maxLength: 64, description: 'Prepended to every Redis key and channel' }),
 
   CORS_ORIGIN: Type.String({ default: '*', description: 'Comma-separated allowed origins, or * for any' }),
@@ -36,6 +38,7 @@ export const ConfigSchema = Type.Object({
   DISABLE_JOIN_RATE_LIMIT: Type.Boolean({ default: false }),
   API_RATE_LIMIT_MAX: Type.Integer({ minimum: 1, default: 120, description: 'REST requests per IP per API_RATE_LIMIT_WINDOW_S' }),
   API_RATE_LIMIT_WINDOW_S: Type.Integer({ minimum: 1, default: 60 }),
+  TRACK_MAX_REFS_PER_DAY: Type.Integer({ minimum: 1, default: 1000, description: 'Distinct referrers POST /api/set_track counts per UTC day; later new ones are counted under `other`' }),
 
   LOGS_DEBUG_ENABLED: Type.Boolean({ default: true, description: 'POST /api/logs_debug; defaults to false when NODE_ENV=production' }),
   DOCS_ENABLED: Type.Boolean({ default: true, description: 'Swagger UI at /docs (/openapi.json is always served); defaults to false when NODE_ENV=production' }),
@@ -54,11 +57,13 @@ export const ConfigSchema = Type.Object({
   WS_RATE_PER_S: Type.Number({ exclusiveMinimum: 0, default: 50, description: 'Per-connection message rate (token bucket refill per second)' }),
   WS_RATE_BURST: Type.Integer({ minimum: 1, default: 200, description: 'Per-connection burst (token bucket size)' }),
   WS_ABUSE_MAX_DROPS: Type.Integer({ minimum: 1, default: 100, description: 'Rate-limited messages within 10 s after which the connection is closed with 1008' }),
-  MAX_CONNECTIONS_PER_IP: Type.Integer({ minimum: 1, default: 64, description: 'Open WebSocket connections per client IP; more are refused with 429 before the upgrade' }),
+  MAX_CONNECTIONS_PER_IP: Type.Integer({ minimum: 1, default: 64, description: 'WebSocket connections per client IP, sessions held for resume included; more are refused with 429 before the upgrade' }),
+  WS_MAX_QUEUED_MESSAGES: Type.Integer({ minimum: 1, default: 32, description: 'Messages of one connection waiting behind a join or leave in progress; further ones are answered rate_limited' }),
   WS_MAX_BUFFERED_BYTES: Type.Integer({ minimum: 1024, default: 1048576, description: 'Outgoing bytes queued for one slow client before it is disconnected' }),
   HEARTBEAT_MS: Type.Integer({ minimum: 100, default: 25000, description: 'WS ping interval; two missed pongs terminate the connection' }),
   RESUME_GRACE_MS: Type.Integer({ minimum: 0, default: 10000, description: 'How long a dropped peer keeps its identity and room for ?resume=' }),
   RESUME_BUFFER_MAX: Type.Integer({ minimum: 0, default: 256, description: 'Messages kept for a dropped peer during the grace; further relays are refused with peer_not_found to their sender' }),
+  RESUME_BUFFER_BYTES: Type.Integer({ minimum: 0, default: 1048576, description: 'Bytes of messages kept for a dropped peer during the grace (with RESUME_BUFFER_MAX, whichever is reached first)' }),
 
   // Several instances on one Redis
   INSTANCE_ID: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}$', description: 'Readable prefix of this instance\'s id in Redis (default: none); a random suffix is added per start, so a restarted instance never receives messages meant for its previous run' })),

@@ -2,7 +2,7 @@ import t from 'tap'
 import { spawnSync } from 'node:child_process'
 import { buildTestApp } from './helper'
 import { startRedis } from './helpers/redis'
-import { utcDay } from '../src/routes/api/tracking'
+import { utcDay } from '../src/store/types'
 
 t.test('export:tracking prints the counts recorded by set_track, as JSON and CSV', async (t) => {
   const redis = await startRedis(t)

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { buildTestApp, STORE_MODES, sleep, storeEnv } from './helper'
-import { utcDay } from '../src/routes/api/tracking'
+import { utcDay } from '../src/store/types'
 
 const json = { 'content-type': 'application/json' }
 

@@ -2,13 +2,15 @@ import t from 'tap'
 import { Redis } from 'ioredis'
 import { createMemoryStore } from '../src/store/memory'
 import { createRedisStore } from '../src/store/redis'
+import { RedisLink } from '../src/redis/link'
+import { silentLogger } from './helpers/fake-mesh'
 import type { Store, StoreLimits } from '../src/store/types'
 import { startRedis, type TestRedis } from './helpers/redis'
 import { STORE_MODES, sleep, type StoreMode } from './helper'
 
 type Teardown = { teardown: (fn: () => unknown) => void }
 
-const LIMITS: StoreLimits = { instanceId: 'test-instance', roomTtlS: 60, roomEmptyTtlS: 30, joinLimitMax: 2, joinLimitWindowMs: 1000 }
+const LIMITS: StoreLimits = { instanceId: 'test-instance', roomTtlS: 60, roomEmptyTtlS: 30, joinLimitMax: 2, joinLimitWindowMs: 1000, trackMaxRefsPerDay: 1000 }
 
 async function makeStore (t: Teardown, mode: StoreMode, limits: Partial<StoreLimits> = {}): Promise<{ store: Store, redis?: TestRedis }> {
   const merged = { ...LIMITS, ...limits }
@@ -18,9 +20,14 @@ async function makeStore (t: Teardown, mode: StoreMode, limits: Partial<StoreLim
     return { store }
   }
   const redis = await startRedis(t)
-  const client = new Redis(redis.url)
-  t.teardown(() => client.quit())
-  return { store: createRedisStore({ ...merged, redis: client, keyPrefix: redis.prefix }), redis }
+  const client = new Redis(redis.url, { commandTimeout: 2000 })
+  const link = new RedisLink({ redis: client, log: silentLogger(), timeoutMs: 2000, healthIntervalMs: 1000, maxWriteBufferBytes: 1 << 24 })
+  t.teardown(async () => {
+    link.stop()
+    await client.quit()
+  })
+  await link.waitHealthy(2000)
+  return { store: createRedisStore({ ...merged, redis: client, link, keyPrefix: redis.prefix, ownedTtlS: 600 }), redis }
 }
 
 // One contract, two implementations: every assertion below holds for both.
@@ -109,7 +116,7 @@ for (const mode of STORE_MODES) {
     })
 
     t.test('join rate limit: sliding window per IP', async (t) => {
-      const { store } = await makeStore(t, mode, { joinLimitMax: 2, joinLimitWindowMs: 1000 })
+      const { store } = await makeStore(t, mode, { joinLimitMax: 2, joinLimitWindowMs: 1000, trackMaxRefsPerDay: 1000 })
       t.same(await store.hitJoinRateLimit('1.1.1.1'), { allowed: true, remaining: 1, retryAfterS: 0 })
       t.same(await store.hitJoinRateLimit('1.1.1.1'), { allowed: true, remaining: 0, retryAfterS: 0 })
       const refused = await store.hitJoinRateLimit('1.1.1.1')

@@ -2,8 +2,8 @@ import { parseArgs } from 'node:util'
 import pino from 'pino'
 import { loadConfig, readProcessEnv } from '../config'
 import { createRedisClient, redisConfigured } from '../redis/client'
-import { createRedisStore } from '../store/redis'
-import { utcDay } from '../routes/api/tracking'
+import { readReferrerCounts } from '../store/redis'
+import { utcDay } from '../store/types'
 
 const USAGE = `Usage: npm run export:tracking -- [--days N] [--date YYYY-MM-DD] [--format json|csv]
 
@@ -42,12 +42,11 @@ async function main (): Promise<number> {
   const redis = createRedisClient(config, log, 'export')
   try {
     await redis.connect()
-    const store = createRedisStore({ redis, keyPrefix: config.KEY_PREFIX, instanceId: 'export', roomTtlS: 1, roomEmptyTtlS: 1, joinLimitMax: 1, joinLimitWindowMs: 1 })
     const dayList = values.date !== undefined
       ? [values.date]
       : Array.from({ length: days }, (_, i) => utcDay(Date.now() - i * 86_400_000))
     const result: Record<string, Record<string, number>> = {}
-    for (const day of dayList) result[day] = await store.referrerCounts(day)
+    for (const day of dayList) result[day] = await readReferrerCounts(redis, config.KEY_PREFIX, day)
 
     if (values.format === 'json') {
       process.stdout.write(JSON.stringify(result, null, 2) + '\n')

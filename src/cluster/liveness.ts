@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis'
-import { pairs, redisKeys } from '../redis/keys'
+import { instanceRecordTtlS, pairs, redisKeys } from '../redis/keys'
+import type { RedisLink } from '../redis/link'
 import type { EndedSession } from '../signaling/mesh'
 import type { Logger } from '../signaling/types'
 
@@ -21,6 +22,8 @@ export interface MeshSettings {
   deadAfterMs: number
   resumeGraceMs: number
   log: Logger
+  /** The command connection's circuit breaker: every call goes through it. */
+  link: RedisLink
 }
 
 export interface LivenessOptions extends MeshSettings {
@@ -29,7 +32,7 @@ export interface LivenessOptions extends MeshSettings {
   onSessionsEnded: (ended: EndedSession[]) => void
 }
 
-export type EndSessionCommand = (session: string, parked: string, instance: string, prefix: string, emptyTtl: number, peerId: string) => Promise<[string, string[]] | null>
+export type EndSessionCommand = (session: string, parked: string, instance: string, prefix: string, emptyTtl: number, peerId: string, deadline: number) => Promise<[string, string[]] | null>
 
 export function createLiveness (opts: LivenessOptions) {
   const { redis } = opts
@@ -44,9 +47,10 @@ export function createLiveness (opts: LivenessOptions) {
 
   async function heartbeat (): Promise<void> {
     const now = Date.now()
-    const ttlS = Math.ceil(opts.deadAfterMs * 4 / 1000) + Math.ceil(opts.resumeGraceMs / 1000) + opts.sessionTtlS
+    const ttlS = instanceRecordTtlS(opts)
+    // GT: a beat delayed on a hung connection never overwrites a newer one.
     await redis.multi()
-      .zadd(keys.instancesKey, now, opts.node)
+      .zadd(keys.instancesKey, 'GT', now, opts.node)
       .expire(keys.instancesKey, ttlS)
       .expire(keys.ownedKey(opts.node), ttlS)
       .exec()
@@ -62,7 +66,7 @@ export function createLiveness (opts: LivenessOptions) {
       opts.log.warn({ instance }, 'instance stopped heart-beating; its peers are ended after the resume grace unless they resume')
       const timer = setTimeout(() => {
         reapTimers.delete(timer)
-        reap(instance).catch((err: unknown) => opts.log.error({ err, instance }, 'reaping a dead instance failed; another instance will retry'))
+        opts.link.run(() => reap(instance)).catch((err: unknown) => opts.log.error({ err, instance }, 'reaping a dead instance failed; another instance will retry'))
       }, opts.resumeGraceMs)
       reapTimers.add(timer)
     }
@@ -72,7 +76,7 @@ export function createLiveness (opts: LivenessOptions) {
     const peerIds = await redis.smembers(keys.ownedKey(instance))
     const ended: EndedSession[] = []
     for (const peerId of peerIds) {
-      const reply = await redis.pdEndSession(keys.sessionKey(peerId), keys.parkedKey(peerId), instance, opts.keyPrefix, opts.roomEmptyTtlS, peerId)
+      const reply = await redis.pdEndSession(keys.sessionKey(peerId), keys.parkedKey(peerId), instance, opts.keyPrefix, opts.roomEmptyTtlS, peerId, opts.link.deadline())
       if (reply !== null && reply[0] !== '') ended.push({ peerId, roomId: reply[0], remaining: pairs(reply[1]) })
     }
     await redis.multi().del(keys.ownedKey(instance)).zrem(keys.instancesKey, instance).del(keys.reapKey(instance)).exec()
@@ -82,7 +86,7 @@ export function createLiveness (opts: LivenessOptions) {
 
   const beat = (): void => {
     if (stopped) return
-    heartbeat().catch(() => { /* Redis down: the client logs it; the next beat retries */ })
+    opts.link.run(heartbeat).catch(() => { /* Redis down: the link logs it; the next beat retries */ })
   }
   const timer = setInterval(beat, heartbeatMs)
   timer.unref()
@@ -100,10 +104,10 @@ export function createLiveness (opts: LivenessOptions) {
       clearInterval(timer)
       for (const t of reapTimers) clearTimeout(t)
       reapTimers.clear()
-      const leaving = sessionsLeft
-        ? redis.zadd(keys.instancesKey, 0, opts.node)
-        : redis.multi().zrem(keys.instancesKey, opts.node).del(keys.ownedKey(opts.node)).exec()
-      await leaving.catch(() => {})
+      await opts.link.run(async () => {
+        if (sessionsLeft) await redis.zadd(keys.instancesKey, 0, opts.node)
+        else await redis.multi().zrem(keys.instancesKey, opts.node).del(keys.ownedKey(opts.node)).exec()
+      }).catch(() => {})
     }
   }
 }

@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis'
-import { CLAIM_SESSION, END_SESSION, PARK_HANDOVER, pairs, redisKeys } from '../redis/keys'
-import { unavailableOnFailure } from '../store/types'
+import { CLAIM_SESSION, END_SESSION, PARK_HANDOVER, PUBLISH_FRESH, ROTATE_SECRET, instanceRecordTtlS, pairs, redisKeys } from '../redis/keys'
+import type { RedisLink } from '../redis/link'
 import type { Handover, Mesh, MeshEvents } from '../signaling/mesh'
 import { decodeBus, encodeBus } from './codec'
 import { createLiveness, type EndSessionCommand, type MeshSettings } from './liveness'
@@ -15,19 +15,21 @@ import { createLiveness, type EndSessionCommand, type MeshSettings } from './liv
  * instance; liveness.ts ends the sessions of an instance that died.
  */
 
+// The last argument of every script is the write's deadline (RedisLink.deadline()).
 interface MeshRedis extends Redis {
-  pdClaimSession (session: string, parked: string, expected: string, hash: string, instance: string, prefix: string, ttl: number, peerId: string): Promise<[string, string, string[], number, string[]] | null>
+  pdClaimSession (session: string, parked: string, expected: string, hash: string, instance: string, prefix: string, ttl: number, peerId: string, ownedTtl: number, deadline: number): Promise<[string, string, string[], number, string[]] | null>
   pdEndSession: EndSessionCommand
-  pdPark (session: string, parked: string, owner: string, ttl: number, handover: string): Promise<string | null>
+  pdPark (session: string, parked: string, owner: string, ttl: number, handover: string, deadline: number): Promise<string | null>
+  pdRotate (session: string, hash: string, deadline: number): Promise<number>
+  pdPublish (channel: string, payload: string, deadline: number): Promise<number>
 }
 
 export interface RedisMeshOptions extends MeshSettings {
   redis: Redis
   subscriber: Redis
+  /** The command connection's circuit breaker: every call goes through it. */
+  link: RedisLink
 }
-
-/** Every failure of the mesh becomes one typed error (a relay answers `unavailable`, REST 503). */
-const guard = unavailableOnFailure
 
 function mergeParked (entries: string[]): Handover | null {
   if (entries.length === 0) return null
@@ -45,6 +47,13 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
   redis.defineCommand('pdClaimSession', { numberOfKeys: 2, lua: CLAIM_SESSION })
   redis.defineCommand('pdEndSession', { numberOfKeys: 2, lua: END_SESSION })
   redis.defineCommand('pdPark', { numberOfKeys: 2, lua: PARK_HANDOVER })
+  redis.defineCommand('pdRotate', { numberOfKeys: 1, lua: ROTATE_SECRET })
+  redis.defineCommand('pdPublish', { numberOfKeys: 1, lua: PUBLISH_FRESH })
+  const { link } = opts
+  /** Every failure of the mesh becomes one typed error (a relay answers `unavailable`, REST 503). */
+  const guard = <T>(op: () => Promise<T>): Promise<T> => link.run(op)
+  const deadline = (): number => link.deadline()
+  const ownedTtlS = instanceRecordTtlS(opts)
 
   const p = opts.keyPrefix
   const keys = redisKeys(p)
@@ -92,7 +101,7 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
       liveness.start()
     },
 
-    send: (node, msg) => guard(async () => await redis.publish(keys.channel(node), encodeBus(msg)) > 0),
+    send: (node, msg) => guard(async () => await redis.pdPublish(keys.channel(node), encodeBus(msg), deadline()) > 0),
 
     readSession: (peerId) => guard(async () => {
       const record = await redis.hgetall(keys.sessionKey(peerId))
@@ -101,18 +110,16 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
     }),
 
     claimSession: (peerId, expectedHash, newHash) => guard(async () => {
-      const reply = await redis.pdClaimSession(keys.sessionKey(peerId), keys.parkedKey(peerId), expectedHash, newHash, opts.node, p, opts.sessionTtlS, peerId)
+      const reply = await redis.pdClaimSession(keys.sessionKey(peerId), keys.parkedKey(peerId), expectedHash, newHash, opts.node, p, opts.sessionTtlS, peerId, ownedTtlS, deadline())
       if (reply === null) return null
       const [previous, room, members, epoch, parked] = reply
       return { previous, roomId: room === '' ? null : room, members: pairs(members), epoch: Number(epoch), parked: mergeParked(parked) }
     }),
 
-    rotateSecret: (peerId, newHash) => guard(async () => {
-      await redis.hset(keys.sessionKey(peerId), 'secret', newHash)
-    }),
+    rotateSecret: (peerId, newHash) => guard(async () => { await redis.pdRotate(keys.sessionKey(peerId), newHash, deadline()) }),
 
     endSession: (peerId, _roomId, owner = opts.node) => guard(async () => {
-      const reply = await redis.pdEndSession(keys.sessionKey(peerId), keys.parkedKey(peerId), owner, p, opts.roomEmptyTtlS, peerId)
+      const reply = await redis.pdEndSession(keys.sessionKey(peerId), keys.parkedKey(peerId), owner, p, opts.roomEmptyTtlS, peerId, deadline())
       if (reply === null) return null
       return { peerId, roomId: reply[0], remaining: pairs(reply[1]) }
     }),
@@ -120,7 +127,7 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
     ownerOf: (peerId) => guard(async () => await redis.hget(keys.sessionKey(peerId), 'instance')),
 
     park: (peerId, owner, handover) => guard(async () =>
-      await redis.pdPark(keys.sessionKey(peerId), keys.parkedKey(peerId), owner, opts.sessionTtlS, JSON.stringify(handover))),
+      await redis.pdPark(keys.sessionKey(peerId), keys.parkedKey(peerId), owner, opts.sessionTtlS, JSON.stringify(handover), deadline())),
 
     othersAlive: () => guard(async () => {
       const alive = await redis.zrangebyscore(keys.instancesKey, Date.now() - opts.deadAfterMs, '+inf')

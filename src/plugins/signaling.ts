@@ -67,11 +67,12 @@ export default fp(async (fastify) => {
   const node = fastify.lifecycle.instanceId
   let mesh: Mesh
   let subscriber: Redis | undefined
-  if (fastify.redis !== null) {
+  if (fastify.redis !== null && fastify.redisLink !== null) {
     subscriber = createRedisClient(config, fastify.log, 'subscriber')
     await subscriber.connect().catch(() => { /* it keeps retrying; /ready reports the store */ })
     mesh = createRedisMesh({
       redis: fastify.redis,
+      link: fastify.redisLink,
       subscriber,
       keyPrefix: config.KEY_PREFIX,
       node,
@@ -101,6 +102,8 @@ export default fp(async (fastify) => {
       heartbeatMs: config.HEARTBEAT_MS,
       resumeGraceMs: config.RESUME_GRACE_MS,
       resumeBufferMax: config.RESUME_BUFFER_MAX,
+      resumeBufferBytes: config.RESUME_BUFFER_BYTES,
+      maxQueued: config.WS_MAX_QUEUED_MESSAGES,
       // A vanished instance's peers are ended by a survivor within dead-after
       // (plus a heartbeat) and the grace; frames for them wait that long.
       rerouteDeadlineMs: config.INSTANCE_DEAD_AFTER_MS * 2 + config.RESUME_GRACE_MS + 2000

@@ -4,6 +4,8 @@ import type { Config } from '../../schemas/config'
 import { createMemoryStore } from '../store/memory'
 import { createRedisStore } from '../store/redis'
 import { createRedisClient, redisConfigured } from '../redis/client'
+import { RedisLink } from '../redis/link'
+import { instanceRecordTtlS } from '../redis/keys'
 import type { Store, StoreLimits } from '../store/types'
 
 declare module 'fastify' {
@@ -11,6 +13,8 @@ declare module 'fastify' {
     store: Store
     /** The command connection in Redis mode, null on the in-memory store. */
     redis: Redis | null
+    /** Its circuit breaker: whatever uses `redis` goes through it (null on the in-memory store). */
+    redisLink: RedisLink | null
   }
 }
 
@@ -20,7 +24,8 @@ function limits (config: Config, instanceId: string): StoreLimits {
     roomTtlS: config.ROOM_TTL_S,
     roomEmptyTtlS: config.ROOM_EMPTY_TTL_S,
     joinLimitMax: config.JOIN_RATE_LIMIT_MAX,
-    joinLimitWindowMs: config.JOIN_RATE_LIMIT_WINDOW_S * 1000
+    joinLimitWindowMs: config.JOIN_RATE_LIMIT_WINDOW_S * 1000,
+    trackMaxRefsPerDay: config.TRACK_MAX_REFS_PER_DAY
   }
 }
 
@@ -32,21 +37,39 @@ export default fp(async (fastify) => {
     const store = createMemoryStore(limits(config, fastify.lifecycle.instanceId))
     fastify.decorate('store', store)
     fastify.decorate('redis', null)
+    fastify.decorate('redisLink', null)
     fastify.addHook('onClose', async () => { await store.close() })
     return
   }
 
   const redis = createRedisClient(config, fastify.log, 'commands')
+  const link = new RedisLink({
+    redis,
+    log: fastify.log.child({ redis: 'commands' }),
+    timeoutMs: config.REDIS_CONNECT_TIMEOUT_MS,
+    healthIntervalMs: config.REDIS_HEALTH_INTERVAL_MS,
+    maxWriteBufferBytes: config.REDIS_MAX_WRITE_BUFFER_BYTES
+  })
   try {
     await redis.connect()
+    // The first health check learns Redis's clock, which every write's deadline needs.
+    await link.waitHealthy(config.REDIS_CONNECT_TIMEOUT_MS)
   } catch (err) {
     // Not fatal: the client keeps reconnecting, /ready reports 503 meanwhile.
     fastify.log.warn({ err }, 'redis unreachable at startup; serving 503 for store-backed requests until it is back')
   }
-  const store = createRedisStore({ ...limits(config, fastify.lifecycle.instanceId), redis, keyPrefix: config.KEY_PREFIX })
+  const store = createRedisStore({
+    ...limits(config, fastify.lifecycle.instanceId),
+    redis,
+    link,
+    keyPrefix: config.KEY_PREFIX,
+    ownedTtlS: instanceRecordTtlS({ deadAfterMs: config.INSTANCE_DEAD_AFTER_MS, resumeGraceMs: config.RESUME_GRACE_MS, sessionTtlS: config.ROOM_TTL_S })
+  })
   fastify.decorate('store', store)
   fastify.decorate('redis', redis)
+  fastify.decorate('redisLink', link)
   fastify.addHook('onClose', async () => {
+    link.stop()
     await store.close()
     await redis.quit().catch(() => redis.disconnect())
   })

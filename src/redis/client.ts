@@ -20,6 +20,9 @@ export function createRedisClient (config: Config, log: FastifyBaseLogger, role:
     commandTimeout: config.REDIS_CONNECT_TIMEOUT_MS,
     maxRetriesPerRequest: 1,
     enableOfflineQueue: false,
+    // A command that got no answer before its connection dropped was reported
+    // as failed; sending it again after the reconnect would apply it anyway.
+    autoResendUnfulfilledCommands: false,
     retryStrategy: (times) => Math.min(times * 100, 1000),
     // Commands issued in one event-loop turn (a burst of relays read from one
     // socket) go out in one write instead of one syscall each.

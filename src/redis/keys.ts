@@ -13,27 +13,44 @@ import type { Member } from '../store/types'
  *                            peer, taken by the claim on whichever instance it resumes on
  *   instance:<id>            pub/sub channel of one instance (not a key)
  *   instances                sorted set: instance id → last heartbeat (ms)
- *   instance:<id>:peers      set of the peer ids whose sessions that instance owns
+ *   instance:<id>:peers      set of the peer ids whose sessions that instance owns (TTL set
+ *                            with every addition, refreshed by the heartbeat)
  *   reap:<id>                lock: which live instance cleans up after a dead one
  *   ratelimit:join:<ip>      sorted set of attempt times  one window
- *   referrers:daily:<day>    hash ref → count             30 days
+ *   referrers:daily:<day>    hash ref → count             30 days; at most TRACK_MAX_REFS_PER_DAY
+ *                            refs, later ones counted under `other`
  * Check-and-write steps run as Lua scripts so concurrent instances cannot race.
+ * Every write script starts with FRESH: its last argument is the caller's
+ * deadline in Redis's clock (src/redis/link.ts), so a write that reaches a
+ * hung Redis and runs after it wakes up, when its caller was long told
+ * "unavailable", does nothing.
  */
 
+/** Refuses to run past the deadline in ARGV[#ARGV] (ms, Redis clock). */
+const FRESH = `do
+  local t = redis.call('TIME')
+  if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[#ARGV]) then
+    return redis.error_reply('EXPIRED write arrived after its deadline')
+  end
+end
+`
+const fresh = (body: string): string => FRESH + body.trimStart()
+
 // KEYS: room, sockets, peers
-export const CREATE_ROOM = `
+export const CREATE_ROOM = fresh(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('DEL', KEYS[2], KEYS[3])
 redis.call('HSET', KEYS[1], 'created_at', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
-return 1`
+return 1`)
 
 // KEYS: room, sockets, binding, peers, session, owned (instance:<id>:peers).
-// ARGV: peerId, roomId, max, ttl, instance, secret hash ('' = keep none).
+// ARGV: peerId, roomId, max, ttl, instance, secret hash ('' = keep none),
+// TTL of the instance's peer set, deadline.
 // Returns the members with their instances, so the joining instance learns
 // where to route without asking again. The resume record is written here
 // rather than at connect: only a peer in a room has anything to resume.
-export const JOIN_ROOM = `
+export const JOIN_ROOM = fresh(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 'room_not_found'} end
 if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 and redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[3]) then
   return {0, 'room_full'}
@@ -48,11 +65,12 @@ if ARGV[6] ~= '' then
   redis.call('HSET', KEYS[5], 'secret', ARGV[6], 'room', ARGV[2], 'instance', ARGV[5])
   redis.call('EXPIRE', KEYS[5], ARGV[4])
   redis.call('SADD', KEYS[6], ARGV[1])
+  redis.call('EXPIRE', KEYS[6], ARGV[7])
 end
-return {1, redis.call('HGETALL', KEYS[4])}`
+return {1, redis.call('HGETALL', KEYS[4])}`)
 
 // KEYS: room, sockets, binding, peers, session. ARGV: peerId, roomId, emptyTtl.
-export const LEAVE_ROOM = `
+export const LEAVE_ROOM = fresh(`
 if redis.call('GET', KEYS[3]) == ARGV[2] then redis.call('DEL', KEYS[3]) end
 redis.call('HDEL', KEYS[4], ARGV[1])
 if redis.call('HGET', KEYS[5], 'room') == ARGV[2] then redis.call('HSET', KEYS[5], 'room', '') end
@@ -60,11 +78,11 @@ local removed = redis.call('SREM', KEYS[2], ARGV[1])
 if removed == 1 and redis.call('SCARD', KEYS[2]) == 0 and redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('EXPIRE', KEYS[1], ARGV[3])
 end
-return removed`
+return removed`)
 
 // KEYS: room, sockets, peers, then socket:<peer> and session:<peer> for each
 // local member. ARGV: roomId, ttl.
-export const TOUCH_ROOM = `
+export const TOUCH_ROOM = fresh(`
 if redis.call('SCARD', KEYS[2]) == 0 or redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
@@ -75,10 +93,10 @@ for i = 4, #KEYS, 2 do
     redis.call('EXPIRE', KEYS[i + 1], ARGV[2])
   end
 end
-return 1`
+return 1`)
 
 // Sliding window: drop attempts older than the window, then admit or refuse.
-export const JOIN_RATE_LIMIT = `
+export const JOIN_RATE_LIMIT = fresh(`
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local max = tonumber(ARGV[3])
@@ -91,15 +109,16 @@ if count >= max then
 end
 redis.call('ZADD', KEYS[1], now, ARGV[4])
 redis.call('PEXPIRE', KEYS[1], window)
-return {1, max - count - 1, 0}`
+return {1, max - count - 1, 0}`)
 
 // --- sessions across instances (src/cluster) ---
 
 // Moves a session to a new owner if the caller knows its current secret hash,
 // and takes what an exited owner parked for the peer.
-// KEYS: session, parked. ARGV: expected hash, new hash, new instance, key prefix, ttl, peerId.
+// KEYS: session, parked. ARGV: expected hash, new hash, new instance, key prefix, ttl, peerId,
+// TTL of the instance's peer set, deadline.
 // Returns { previous instance, room, flat room peers, epoch, parked handovers } or nil.
-export const CLAIM_SESSION = `
+export const CLAIM_SESSION = fresh(`
 if redis.call('HGET', KEYS[1], 'secret') ~= ARGV[1] then return nil end
 local previous = redis.call('HGET', KEYS[1], 'instance')
 local room = redis.call('HGET', KEYS[1], 'room')
@@ -109,6 +128,7 @@ redis.call('HSET', KEYS[1], 'secret', ARGV[2], 'instance', ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('SREM', ARGV[4] .. 'instance:' .. previous .. ':peers', peerId)
 redis.call('SADD', ARGV[4] .. 'instance:' .. ARGV[3] .. ':peers', peerId)
+redis.call('EXPIRE', ARGV[4] .. 'instance:' .. ARGV[3] .. ':peers', ARGV[7])
 local parked = redis.call('LRANGE', KEYS[2], 0, -1)
 redis.call('DEL', KEYS[2])
 local members = {}
@@ -121,12 +141,12 @@ if room ~= '' then
     room = ''
   end
 end
-return {previous, room, members, epoch, parked}`
+return {previous, room, members, epoch, parked}`)
 
 // Ends a session if `instance` owns it; removes it from its room.
 // KEYS: session, parked. ARGV: instance, key prefix, empty-room ttl, peerId.
 // Returns { room, flat remaining room peers } or nil when not owned.
-export const END_SESSION = `
+export const END_SESSION = fresh(`
 local owner = redis.call('HGET', KEYS[1], 'instance')
 if not owner or owner ~= ARGV[1] then return nil end
 local p = ARGV[2]
@@ -142,19 +162,45 @@ redis.call('HDEL', peers, peerId)
 if redis.call('SREM', sockets, peerId) == 1 and redis.call('SCARD', sockets) == 0 and redis.call('EXISTS', p .. 'room:' .. room) == 1 then
   redis.call('EXPIRE', p .. 'room:' .. room, ARGV[3])
 end
-return {room, redis.call('HGETALL', peers)}`
+return {room, redis.call('HGETALL', peers)}`)
 
 // Parks a handover for a peer whose session `owner` still owns.
 // KEYS: session, parked. ARGV: owner, ttl, handover JSON.
 // Returns the session's owner (the caller compares), or nil when the session is over.
-export const PARK_HANDOVER = `
+export const PARK_HANDOVER = fresh(`
 local owner = redis.call('HGET', KEYS[1], 'instance')
 if not owner then return nil end
 if owner == ARGV[1] then
   redis.call('RPUSH', KEYS[2], ARGV[3])
   redis.call('EXPIRE', KEYS[2], ARGV[2])
 end
-return owner`
+return owner`)
+
+// A new resume secret for a session that still exists (a session record
+// lost with Redis's data is not re-created, and so never lacks a TTL).
+// KEYS: session. ARGV: new hash, deadline. Returns 1 when recorded.
+export const ROTATE_SECRET = fresh(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'secret', ARGV[1])
+return 1`)
+
+// Counts a referrer for a day; past `max` distinct refs, new ones count under the overflow field.
+// KEYS: referrers. ARGV: ref, max, ttl, overflow field, deadline.
+export const TRACK_REF = fresh(`
+local field = ARGV[1]
+if redis.call('HEXISTS', KEYS[1], field) == 0 then
+  local distinct = redis.call('HLEN', KEYS[1]) - redis.call('HEXISTS', KEYS[1], ARGV[4])
+  if distinct >= tonumber(ARGV[2]) then field = ARGV[4] end
+end
+redis.call('HINCRBY', KEYS[1], field, 1)
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1`)
+
+// PUBLISH behind the deadline check: a relay reported unavailable is never published later.
+// KEYS: channel (declared as a key so a cluster routes it). ARGV: payload, deadline.
+// Returns the receiver count, as PUBLISH does.
+export const PUBLISH_FRESH = fresh(`
+return redis.call('PUBLISH', KEYS[1], ARGV[1])`)
 
 /** Every key name of the Redis data model, under one prefix. */
 export function redisKeys (prefix: string) {
@@ -173,6 +219,14 @@ export function redisKeys (prefix: string) {
     joinLimitKey: (ip: string) => `${prefix}ratelimit:join:${ip}`,
     referrersKey: (day: string) => `${prefix}referrers:daily:${day}`
   }
+}
+
+/**
+ * TTL of the instances set and of each instance's peer set: long enough to
+ * outlive every session the instance recorded and the reaping after it.
+ */
+export function instanceRecordTtlS (o: { deadAfterMs: number, resumeGraceMs: number, sessionTtlS: number }): number {
+  return Math.ceil(o.deadAfterMs * 4 / 1000) + Math.ceil(o.resumeGraceMs / 1000) + o.sessionTtlS
 }
 
 /** HGETALL's flat [peerId, instance, …] reply as members. */

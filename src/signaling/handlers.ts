@@ -1,6 +1,6 @@
 import type { Store } from '../store/types'
 import type { ClientData, ErrorCode, ServerData, ServerMessageType } from '../../schemas/ws'
-import { errorText, frame, parseFrame, type InboundMessage } from './protocol'
+import { errorText, frame, frameLabels, parseFrame, type InboundMessage } from './protocol'
 import type { Connection } from './connection'
 import type { Delivery, Session } from './delivery'
 import type { Mesh } from './mesh'
@@ -52,7 +52,7 @@ export function createHandlers (ctx: HandlerContext) {
         conn.end('abuse')
       } else if (session !== null) {
         // Nothing may precede welcome: while a resume is pending, excess frames just drop.
-        ctx.sendError(session, 'rate_limited', { message: 'Message rate limit exceeded; message dropped' })
+        ctx.sendError(session, 'rate_limited', { message: 'Message rate limit exceeded; message dropped', ...labels(data, isBinary) })
       }
       return
     }
@@ -62,8 +62,19 @@ export function createHandlers (ctx: HandlerContext) {
     }
     const raw = typeof data === 'string' ? data : data.toString('utf8')
     // One message at a time per connection, so a relay never overtakes the join before it.
-    if (conn.busy) conn.queue.push({ raw, at: now })
-    else run(conn, raw, now)
+    if (!conn.busy) run(conn, raw, now)
+    else if (conn.queue.length < limits.maxQueued) conn.queue.push({ raw, at: now })
+    else if (session !== null) {
+      // The token bucket bounds the rate, not the backlog: while the store is
+      // slow, waiting frames would pile up at the allowed rate.
+      ctx.sendError(session, 'rate_limited', { message: 'Too many messages waiting for the previous one; message dropped', ...labels(raw, false) })
+    }
+  }
+
+  /** The dropped frame's type and id, so the client can tell which message the error answers. */
+  function labels (data: Buffer | string, isBinary: boolean): { type?: string, id?: string } {
+    if (isBinary) return {}
+    return frameLabels(typeof data === 'string' ? data : data.toString('utf8'))
   }
 
   function run (conn: Connection, raw: string, at: number): void {

@@ -75,6 +75,18 @@ export function parseFrame (raw: string): InboundMessage | InboundError {
   return { ok: true, type, data, id } as InboundMessage
 }
 
+/** The type and id of a frame dropped unread (rate limits), for the error that answers it. */
+export function frameLabels (raw: string): { type?: string, id?: string } {
+  let value: unknown
+  try {
+    value = JSON.parse(raw)
+  } catch {
+    return {}
+  }
+  if (!envelopeCheck.Check(value)) return {}
+  return { type: dataChecks.has(value.type) ? value.type : undefined, id: value.id }
+}
+
 /** The first schema error as "<where>: <what>", without echoing the value. */
 function describe (check: TypeCheck<TSchema>, value: unknown, root: string): string {
   const first = check.Errors(value).First()

@@ -50,6 +50,10 @@ export interface HubLimits {
   heartbeatMs: number
   resumeGraceMs: number
   resumeBufferMax: number
+  /** Bytes of frames held for a dropped peer (with resumeBufferMax, whichever is reached first). */
+  resumeBufferBytes: number
+  /** Messages of one connection that may wait behind a join or leave in progress. */
+  maxQueued: number
   /** How long a frame for a peer whose instance vanished waits for the peer to reappear (ms). */
   rerouteDeadlineMs: number
 }

@@ -1,5 +1,5 @@
 import type { JoinResult, RateLimitResult, Store, StoreLimits } from './types'
-import { REFERRER_TTL_S } from './types'
+import { OVERFLOW_REF, REFERRER_TTL_S } from './types'
 
 interface RoomEntry { createdAt: number, expiresAt: number, members: Set<string> }
 interface PeerEntry { roomId: string, expiresAt: number }
@@ -129,7 +129,10 @@ export function createMemoryStore (opts: MemoryStoreOptions): Store {
         entry = { value: new Map(), expiresAt: 0 }
         referrers.set(day, entry)
       }
-      entry.value.set(ref, (entry.value.get(ref) ?? 0) + 1)
+      // Same cap as the Redis script TRACK_REF: past it, new refs count as one overflow field.
+      const distinct = entry.value.size - (entry.value.has(OVERFLOW_REF) ? 1 : 0)
+      const field = entry.value.has(ref) || distinct < opts.trackMaxRefsPerDay ? ref : OVERFLOW_REF
+      entry.value.set(field, (entry.value.get(field) ?? 0) + 1)
       entry.expiresAt = t + REFERRER_TTL_S * 1000
     },
 

@@ -1,22 +1,35 @@
 import { randomBytes } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import type { JoinResult, RateLimitResult, Store, StoreLimits } from './types'
-import { REFERRER_TTL_S, unavailableOnFailure } from './types'
-import { CREATE_ROOM, JOIN_RATE_LIMIT, JOIN_ROOM, LEAVE_ROOM, TOUCH_ROOM, pairs, redisKeys } from '../redis/keys'
+import { OVERFLOW_REF, REFERRER_TTL_S } from './types'
+import { CREATE_ROOM, JOIN_RATE_LIMIT, JOIN_ROOM, LEAVE_ROOM, TOUCH_ROOM, TRACK_REF, pairs, redisKeys } from '../redis/keys'
+import type { RedisLink } from '../redis/link'
 
 /* The room data of protocol §4; key model and scripts in src/redis/keys.ts. */
 
+// The last argument of every script is the write's deadline (RedisLink.deadline()).
 interface ScriptedRedis extends Redis {
-  pdCreateRoom (room: string, sockets: string, peers: string, now: number, ttl: number): Promise<number>
-  pdJoinRoom (room: string, sockets: string, binding: string, peers: string, session: string, owned: string, peerId: string, roomId: string, max: number, ttl: number, instance: string, secretHash: string): Promise<[0, string] | [1, string[]]>
-  pdLeaveRoom (room: string, sockets: string, binding: string, peers: string, session: string, peerId: string, roomId: string, emptyTtl: number): Promise<number>
+  pdCreateRoom (room: string, sockets: string, peers: string, now: number, ttl: number, deadline: number): Promise<number>
+  pdJoinRoom (room: string, sockets: string, binding: string, peers: string, session: string, owned: string, peerId: string, roomId: string, max: number, ttl: number, instance: string, secretHash: string, ownedTtl: number, deadline: number): Promise<[0, string] | [1, string[]]>
+  pdLeaveRoom (room: string, sockets: string, binding: string, peers: string, session: string, peerId: string, roomId: string, emptyTtl: number, deadline: number): Promise<number>
   pdTouchRoom (numKeys: number, ...args: Array<string | number>): Promise<number>
-  pdJoinRateLimit (key: string, now: number, windowMs: number, max: number, member: string): Promise<[number, number, number]>
+  pdJoinRateLimit (key: string, now: number, windowMs: number, max: number, member: string, deadline: number): Promise<[number, number, number]>
+  pdTrackRef (key: string, ref: string, max: number, ttl: number, overflow: string, deadline: number): Promise<number>
 }
 
 export interface RedisStoreOptions extends StoreLimits {
   redis: Redis
+  /** Every operation goes through it: fails fast while Redis is not answering. */
+  link: RedisLink
   keyPrefix: string
+  /** TTL of this instance's peer set (instanceRecordTtlS). */
+  ownedTtlS: number
+}
+
+/** One day's referrer counts (also read by the export CLI, which needs no store). */
+export async function readReferrerCounts (redis: Redis, keyPrefix: string, day: string): Promise<Record<string, number>> {
+  const raw = await redis.hgetall(redisKeys(keyPrefix).referrersKey(day))
+  return Object.fromEntries(Object.entries(raw).map(([ref, count]) => [ref, Number(count)]))
 }
 
 export function createRedisStore (opts: RedisStoreOptions): Store {
@@ -26,29 +39,31 @@ export function createRedisStore (opts: RedisStoreOptions): Store {
   redis.defineCommand('pdLeaveRoom', { numberOfKeys: 5, lua: LEAVE_ROOM })
   redis.defineCommand('pdTouchRoom', { lua: TOUCH_ROOM })
   redis.defineCommand('pdJoinRateLimit', { numberOfKeys: 1, lua: JOIN_RATE_LIMIT })
+  redis.defineCommand('pdTrackRef', { numberOfKeys: 1, lua: TRACK_REF })
 
   const p = opts.keyPrefix
   const { roomKey, socketsKey, peersKey, bindingKey, sessionKey, ownedKey, joinLimitKey, referrersKey } = redisKeys(p)
 
   /** Every backend failure becomes one typed error that Fastify answers with 503. */
-  const guard = unavailableOnFailure
+  const guard = <T>(op: () => Promise<T>): Promise<T> => opts.link.run(op)
+  const deadline = (): number => opts.link.deadline()
 
   return {
     kind: 'redis',
 
     createRoom: (roomId) => guard(async () =>
-      await redis.pdCreateRoom(roomKey(roomId), socketsKey(roomId), peersKey(roomId), Date.now(), opts.roomTtlS) === 1),
+      await redis.pdCreateRoom(roomKey(roomId), socketsKey(roomId), peersKey(roomId), Date.now(), opts.roomTtlS, deadline()) === 1),
 
     roomExists: (roomId) => guard(async () => await redis.exists(roomKey(roomId)) === 1),
 
     joinRoom: (roomId, peerId, maxPeers, secretHash = '') => guard(async (): Promise<JoinResult> => {
-      const reply = await redis.pdJoinRoom(roomKey(roomId), socketsKey(roomId), bindingKey(peerId), peersKey(roomId), sessionKey(peerId), ownedKey(opts.instanceId), peerId, roomId, maxPeers, opts.roomTtlS, opts.instanceId, secretHash)
+      const reply = await redis.pdJoinRoom(roomKey(roomId), socketsKey(roomId), bindingKey(peerId), peersKey(roomId), sessionKey(peerId), ownedKey(opts.instanceId), peerId, roomId, maxPeers, opts.roomTtlS, opts.instanceId, secretHash, opts.ownedTtlS, deadline())
       if (reply[0] === 1) return { ok: true, members: pairs(reply[1]) }
       return { ok: false, code: reply[1] === 'room_full' ? 'room_full' : 'room_not_found' }
     }),
 
     leaveRoom: (roomId, peerId) => guard(async () =>
-      await redis.pdLeaveRoom(roomKey(roomId), socketsKey(roomId), bindingKey(peerId), peersKey(roomId), sessionKey(peerId), peerId, roomId, opts.roomEmptyTtlS) === 1),
+      await redis.pdLeaveRoom(roomKey(roomId), socketsKey(roomId), bindingKey(peerId), peersKey(roomId), sessionKey(peerId), peerId, roomId, opts.roomEmptyTtlS, deadline()) === 1),
 
     roomMembers: (roomId) => guard(() => redis.smembers(socketsKey(roomId))),
 
@@ -59,7 +74,7 @@ export function createRedisStore (opts: RedisStoreOptions): Store {
       const pipeline = redis.pipeline() as unknown as ScriptedRedis
       for (const { roomId, peerIds } of occupied) {
         const keys = [roomKey(roomId), socketsKey(roomId), peersKey(roomId), ...peerIds.flatMap(id => [bindingKey(id), sessionKey(id)])]
-        pipeline.pdTouchRoom(keys.length, ...keys, roomId, opts.roomTtlS)
+        pipeline.pdTouchRoom(keys.length, ...keys, roomId, opts.roomTtlS, deadline())
       }
       const results = await (pipeline as unknown as ReturnType<Redis['pipeline']>).exec()
       const failed = results?.find(([err]) => err !== null)
@@ -69,26 +84,20 @@ export function createRedisStore (opts: RedisStoreOptions): Store {
     hitJoinRateLimit: (ip) => guard(async (): Promise<RateLimitResult> => {
       const now = Date.now()
       const member = `${now}-${randomBytes(6).toString('base64url')}`
-      const [allowed, remaining, oldest] = await redis.pdJoinRateLimit(joinLimitKey(ip), now, opts.joinLimitWindowMs, opts.joinLimitMax, member)
+      const [allowed, remaining, oldest] = await redis.pdJoinRateLimit(joinLimitKey(ip), now, opts.joinLimitWindowMs, opts.joinLimitMax, member, deadline())
       if (allowed === 1) return { allowed: true, remaining, retryAfterS: 0 }
       return { allowed: false, remaining: 0, retryAfterS: Math.max(1, Math.ceil((oldest + opts.joinLimitWindowMs - now) / 1000)) }
     }),
 
     incrementReferrer: (day, ref) => guard(async () => {
-      const key = referrersKey(day)
-      const results = await redis.multi().hincrby(key, ref, 1).expire(key, REFERRER_TTL_S).exec()
-      const failed = results?.find(([err]) => err !== null)
-      if (failed !== undefined) throw failed[0]
+      await redis.pdTrackRef(referrersKey(day), ref, opts.trackMaxRefsPerDay, REFERRER_TTL_S, OVERFLOW_REF, deadline())
     }),
 
-    referrerCounts: (day) => guard(async () => {
-      const raw = await redis.hgetall(referrersKey(day))
-      return Object.fromEntries(Object.entries(raw).map(([ref, count]) => [ref, Number(count)]))
-    }),
+    referrerCounts: (day) => guard(() => readReferrerCounts(redis, p, day)),
 
     ping: () => guard(async () => { await redis.ping() }),
 
-    // The connection belongs to the plugin that created it; it closes it.
+    // The connection (and its link) belong to the plugin that created them.
     async close () {}
   }
 }

@@ -7,15 +7,6 @@ export const StoreUnavailableError = createError(
   503
 )
 
-/** Runs a backend operation; any failure becomes StoreUnavailableError (REST 503, WS `unavailable`). */
-export async function unavailableOnFailure<T> (op: () => Promise<T>): Promise<T> {
-  try {
-    return await op()
-  } catch (err) {
-    throw new StoreUnavailableError({ cause: err })
-  }
-}
-
 export type JoinFailure = 'room_not_found' | 'room_full'
 /** A room member and the instance that holds its connection. */
 export interface Member { peerId: string, instance: string }
@@ -38,6 +29,8 @@ export interface StoreLimits {
   roomEmptyTtlS: number
   joinLimitMax: number
   joinLimitWindowMs: number
+  /** Distinct referrers counted per day; later ones are counted under `other`. */
+  trackMaxRefsPerDay: number
 }
 
 /**
@@ -68,6 +61,7 @@ export interface Store {
   touchRooms (occupied: Array<{ roomId: string, peerIds: string[] }>): Promise<void>
   /** Records a join attempt by `ip` in its sliding window. */
   hitJoinRateLimit (ip: string): Promise<RateLimitResult>
+  /** Counts `ref` for `day`; once trackMaxRefsPerDay refs are known that day, a new ref counts as `other`. */
   incrementReferrer (day: string, ref: string): Promise<void>
   referrerCounts (day: string): Promise<Record<string, number>>
   /** Resolves when the backend answers; rejects with StoreUnavailableError otherwise. */
@@ -76,3 +70,10 @@ export interface Store {
 }
 
 export const REFERRER_TTL_S = 30 * 24 * 60 * 60
+/** Referrers beyond the day's cap (TRACK_MAX_REFS_PER_DAY) are counted under this field. */
+export const OVERFLOW_REF = 'other'
+
+/** YYYY-MM-DD of the server's UTC day: the day referrers are counted under. */
+export function utcDay (nowMs = Date.now()): string {
+  return new Date(nowMs).toISOString().slice(0, 10)
+}

@@ -226,6 +226,8 @@ export const DEFAULT_LIMITS: HubLimits = {
   heartbeatMs: 25_000,
   resumeGraceMs: 10_000,
   resumeBufferMax: 50,
+  resumeBufferBytes: 1 << 24,
+  maxQueued: 1000,
   rerouteDeadlineMs: 30_000
 }
 
@@ -274,7 +276,7 @@ export class FakeCluster {
   constructor (opts: ClusterOptions = {}) {
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits }
     this.local = opts.local === true
-    this.misc = createMemoryStore({ instanceId: 'misc', roomTtlS: 86400, roomEmptyTtlS: 900, joinLimitMax: 2, joinLimitWindowMs: 60_000, now: () => this.clock.now() })
+    this.misc = createMemoryStore({ instanceId: 'misc', roomTtlS: 86400, roomEmptyTtlS: 900, joinLimitMax: 2, joinLimitWindowMs: 60_000, trackMaxRefsPerDay: 1000, now: () => this.clock.now() })
   }
 
   // --- nodes ---
@@ -285,7 +287,7 @@ export class FakeCluster {
     let store: Store
     let mesh: Mesh
     if (this.local) {
-      store = createMemoryStore({ instanceId: name, roomTtlS: 86400, roomEmptyTtlS: 900, joinLimitMax: 2, joinLimitWindowMs: 60_000, now: () => this.clock.now() })
+      store = createMemoryStore({ instanceId: name, roomTtlS: 86400, roomEmptyTtlS: 900, joinLimitMax: 2, joinLimitWindowMs: 60_000, trackMaxRefsPerDay: 1000, now: () => this.clock.now() })
       mesh = createLocalMesh(store, name)
     } else {
       store = this.storeFor(name)

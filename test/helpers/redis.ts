@@ -27,6 +27,10 @@ export interface TestRedis {
   stop (): Promise<void>
   /** Starts it again on the same port. */
   start (): Promise<void>
+  /** Freezes the process (SIGSTOP): a hung Redis that accepts bytes and answers nothing. */
+  pause (): void
+  /** Thaws it (SIGCONT): it then runs whatever reached it meanwhile. */
+  resume (): void
   readonly owned: boolean
 }
 
@@ -79,7 +83,9 @@ export async function startRedis (t: Teardown, opts: { own?: boolean } = {}): Pr
       client,
       owned: false,
       async stop () { throw new Error('cannot stop an external REDIS_URL server') },
-      async start () { throw new Error('cannot start an external REDIS_URL server') }
+      async start () { throw new Error('cannot start an external REDIS_URL server') },
+      pause () { throw new Error('cannot pause an external REDIS_URL server') },
+      resume () { throw new Error('cannot resume an external REDIS_URL server') }
     }
   }
 
@@ -102,6 +108,12 @@ export async function startRedis (t: Teardown, opts: { own?: boolean } = {}): Pr
     },
     async start () {
       child ??= await spawnRedis(port)
+    },
+    pause () {
+      child?.kill('SIGSTOP')
+    },
+    resume () {
+      child?.kill('SIGCONT')
     }
   }
 }

@@ -1,11 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { SuccessSchema, TrackBodySchema } from '../../../schemas/rest'
 import { errorResponses } from '../../../schemas/common'
-
-/** YYYY-MM-DD of the server's UTC day. */
-export function utcDay (nowMs = Date.now()): string {
-  return new Date(nowMs).toISOString().slice(0, 10)
-}
+import { utcDay } from '../../store/types'
 
 const trackingRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post('/set_track', {
