@@ -50,9 +50,9 @@ export class RedisLink {
   constructor (private readonly opts: RedisLinkOptions) {
     // The deadline leaves a quarter of the timeout for the reply to come back.
     this.budgetMs = Math.max(1, Math.floor(opts.timeoutMs * 3 / 4))
-    opts.redis.on('ready', () => { void this.check() })
+    opts.redis.on('ready', () => { this.check().catch(() => {}) })
     opts.redis.on('close', () => { this.trip('connection closed') })
-    this.timer = setInterval(() => { void this.check() }, opts.healthIntervalMs)
+    this.timer = setInterval(() => { this.check().catch(() => {}) }, opts.healthIntervalMs)
     this.timer.unref()
   }
 

@@ -41,7 +41,9 @@ const wsRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
         request.log.info({ origin }, 'websocket refused: origin not allowed')
         throw new OriginNotAllowedError()
       }
-      if (signaling.connectionsFrom(request.ip) >= config.MAX_CONNECTIONS_PER_IP) throw new TooManyConnectionsError()
+      // Held sessions count too: dropping connections must not farm them.
+      const resume = typeof request.query.resume === 'string' ? request.query.resume : undefined
+      if (signaling.connectionsFrom(request.ip, resume) >= config.MAX_CONNECTIONS_PER_IP) throw new TooManyConnectionsError()
     }
   }, (socket, request) => {
     // Synchronous from here on: the welcome goes out and the listeners are

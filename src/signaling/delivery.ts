@@ -1,6 +1,7 @@
 import type { Baseline, Envelope } from './bus'
 import type { Connection } from './connection'
 import type { Clock, Logger, SignalingMetrics, TimerHandle } from './types'
+import type { LogLimiter } from './log-limiter'
 
 /*
  * Inbound delivery to one peer: straight to its socket while connected, into
@@ -21,6 +22,8 @@ import type { Clock, Logger, SignalingMetrics, TimerHandle } from './types'
 /** How long after a handover frames ahead of a gap wait for the missing one. */
 export const RECONCILE_MS = 3000
 export const GAP_WAIT_MS = 1000
+/** How often a socket with a full buffer is checked for room while frames wait for it. */
+const PUMP_MS = 10
 /** Holes tracked per sender; a larger jump makes everything below it unknown (late frames delivered). */
 const MAX_HOLES = 256
 
@@ -47,8 +50,14 @@ export class Session {
   conn: Connection | null = null
   /** Incremented each time the session moves to another instance (its outbound sequences restart). */
   epoch = 0
-  /** Frames accepted while no connection could take them (held for resume). */
+  /**
+   * Frames accepted while no connection could take them: held for resume, or
+   * waiting for the socket to drain (a replay, a slow reader). Bounded by
+   * resumeBufferMax and resumeBufferBytes.
+   */
   held: Envelope[] = []
+  heldBytes = 0
+  pumpTimer: TimerHandle | null = null
   /** Non-null while inbound frames wait for a handover from the previous instance. */
   pending: Envelope[] | null = null
   ended = false
@@ -89,9 +98,10 @@ export interface DeliveryPorts {
   clock: Clock
   metrics: SignalingMetrics
   resumeBufferMax: number
+  resumeBufferBytes: number
+  /** Bytes the socket may buffer for the client; beyond it frames wait in `held` until it drains. */
   maxBufferedBytes: number
-  /** The connection reads too slowly to keep up: end it (the session is held). */
-  tooSlow (conn: Connection): void
+  warnings: LogLimiter
   /** A frame that will never reach its target: its sender hears peer_not_found (relays only). */
   undeliverable (env: Envelope): void
 }
@@ -101,26 +111,51 @@ export function createDelivery (ports: DeliveryPorts) {
 
   function emit (session: Session, env: Envelope): void {
     const conn = session.conn
-    if (conn !== null && conn.writable) {
-      if (conn.transport.bufferedAmount <= ports.maxBufferedBytes) {
-        conn.transport.send(env.frame)
-        metrics.messageOut(env.type)
-        return
-      }
-      // A reader this slow would make us hold its backlog in memory: cut it loose (it may resume).
-      ports.tooSlow(conn)
+    if (conn !== null && conn.writable && session.held.length === 0 && conn.transport.bufferedAmount <= ports.maxBufferedBytes) {
+      conn.transport.send(env.frame)
+      metrics.messageOut(env.type)
+      return
     }
+    // Away, replaying, or reading slowly: it waits in the bounded buffer, and
+    // goes out as the socket drains. A slow reader is not cut loose: that
+    // would throw away what its socket buffered, frames already accepted.
     hold(session, env)
+    if (conn !== null && conn.writable) pump(session)
   }
 
   function hold (session: Session, env: Envelope): void {
-    if (session.held.length >= ports.resumeBufferMax) {
+    const bytes = Buffer.byteLength(env.frame)
+    if (session.held.length >= ports.resumeBufferMax || session.heldBytes + bytes > ports.resumeBufferBytes) {
       // Refuse the newest rather than drop the oldest: what was accepted stays a gap-free prefix.
-      session.log.warn({ limit: ports.resumeBufferMax }, 'resume buffer full, frame refused')
+      const skipped = ports.warnings.take('resume buffer full')
+      if (skipped !== null) session.log.warn({ limit: ports.resumeBufferMax, limitBytes: ports.resumeBufferBytes, skipped }, 'resume buffer full, frame refused')
       ports.undeliverable(env)
       return
     }
     session.held.push(env)
+    session.heldBytes += bytes
+  }
+
+  /**
+   * Sends what is held while the socket has room, then checks again shortly:
+   * a replay of a full buffer must not overflow the connection it resumed on.
+   */
+  function pump (session: Session): void {
+    const conn = session.conn
+    if (session.pumpTimer !== null || conn === null) return
+    while (session.held.length > 0 && conn.writable) {
+      if (conn.transport.bufferedAmount > ports.maxBufferedBytes) {
+        session.pumpTimer = clock.setTimeout(() => {
+          session.pumpTimer = null
+          pump(session)
+        }, PUMP_MS)
+        return
+      }
+      const env = session.held.shift() as Envelope
+      session.heldBytes -= Buffer.byteLength(env.frame)
+      conn.transport.send(env.frame)
+      metrics.messageOut(env.type)
+    }
   }
 
   function sequenced (session: Session, env: Envelope): void {
@@ -198,6 +233,9 @@ export function createDelivery (ports: DeliveryPorts) {
     const out = [...session.held, ...(session.pending ?? [])]
     for (const queue of session.gaps?.values() ?? []) out.push(...queue)
     session.held = []
+    session.heldBytes = 0
+    if (session.pumpTimer !== null) clock.clearTimeout(session.pumpTimer)
+    session.pumpTimer = null
     session.pending = null
     session.gaps = null
     if (session.gapTimer !== null) clock.clearTimeout(session.gapTimer)
@@ -264,12 +302,11 @@ export function createDelivery (ports: DeliveryPorts) {
       }
     },
 
-    /** Sends what was held while the peer was away (right after its welcome). */
+    /** Sends what was held while the peer was away (right after its welcome), as the socket drains. */
     flushHeld (session: Session): number {
-      const held = session.held
-      session.held = []
-      for (const env of held) emit(session, env)
-      return held.length
+      const count = session.held.length
+      pump(session)
+      return count
     },
 
     /** Everything this session still holds, in order: for a handover to another instance. */

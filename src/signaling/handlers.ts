@@ -7,6 +7,7 @@ import type { Mesh } from './mesh'
 import type { SessionRegistry } from './registry'
 import type { Router } from './router'
 import type { HubLimits, Logger, SignalingMetrics } from './types'
+import { brief, type LogLimiter } from './log-limiter'
 
 /*
  * The client messages of docs/protocol.md §3.2–3.4: parse, rate-limit, one
@@ -19,6 +20,8 @@ const JOIN_OK = 'Successfully joined room'
 
 export interface HandlerContext {
   store: Store
+  /** Client-driven warnings (every join during an outage) are logged at most once per window. */
+  warnings: LogLimiter
   limits: HubLimits
   metrics: SignalingMetrics
   log: Logger
@@ -32,6 +35,7 @@ export interface HandlerContext {
   sendError (session: Session, code: ErrorCode, extra?: { type?: string, id?: string, message?: string }): void
   broadcast<T extends ServerMessageType> (roomId: string, sender: Session, type: T, data: ServerData<T>): void
   announce (roomId: string, peerId: string, node: string): void
+  /** Never fails: the peer has left once its room was told (the store follows when it can). */
   leaveRoom (session: Session): Promise<void>
   internalError (session: Session, err: unknown): void
 }
@@ -213,7 +217,8 @@ export function createHandlers (ctx: HandlerContext) {
       if (!rejoin) ctx.announce(roomId, session.peerId, ctx.self)
       ctx.broadcast(roomId, session, 'ready', { peerId: session.peerId })
     } catch (err) {
-      session.log.warn({ err }, 'join failed: store unavailable')
+      const skipped = ctx.warnings.take('join: store unavailable')
+      if (skipped !== null) session.log.warn({ err: brief(err), skipped }, 'join failed: store unavailable')
       reply({ success: false, code: 'unavailable', message: errorText('unavailable') })
     }
   }
@@ -224,12 +229,7 @@ export function createHandlers (ctx: HandlerContext) {
       ctx.send(session, 'leaveResponse', { success: false, roomId: data.roomId, code: 'not_in_room' }, id)
       return
     }
-    try {
-      await ctx.leaveRoom(session)
-    } catch (err) {
-      // Locally the peer has left (others were told); the store entry expires with the room.
-      session.log.warn({ err }, 'leave: store unavailable')
-    }
+    await ctx.leaveRoom(session)
     ctx.send(session, 'leaveResponse', { success: true, roomId: data.roomId }, id)
   }
 

@@ -11,8 +11,9 @@ import type { Mesh } from './mesh'
 import { createMoves } from './moves'
 import { SessionRegistry } from './registry'
 import { createRouter } from './router'
+import { LogLimiter, brief } from './log-limiter'
 import { issueToken, secretMatches, splitToken } from './tokens'
-import { systemClock, type Clock, type ConnectionHandle, type HubLimits, type Logger, type SignalingMetrics, type Transport } from './types'
+import { systemClock, type Clock, type ConnectionHandle, type HubLimits, type Logger, type SignalingMetrics, type TimerHandle, type Transport } from './types'
 
 /*
  * The signaling core of one instance (docs/protocol.md §3), Fastify-free:
@@ -44,20 +45,27 @@ export type LeaveWithTokenResult = 'left' | 'not_in_room' | 'forbidden'
 
 /** A session whose end found it claimed elsewhere waits this long for the new owner's release. */
 const RELEASE_WAIT_MS = 5000
+/** Leaves the store missed (Redis down) are retried this often, at most this many kept. */
+const LEAVE_RETRY_MS = 2000
+const MAX_UNFINISHED_LEAVES = 10_000
 
 export function createSignalingHub (opts: HubOptions) {
   const { store, mesh, limits, metrics } = opts
   const clock = opts.clock ?? systemClock
   const self = mesh.node
   const connections = new ConnectionRegistry()
+  const warnings = new LogLimiter(clock)
+  const unfinishedLeaves = new Map<string, { roomId: string, peerId: string }>()
+  let leaveRetry: TimerHandle | null = null
   let shuttingDown = false
 
   const delivery = createDelivery({
     clock,
     metrics,
     resumeBufferMax: limits.resumeBufferMax,
+    resumeBufferBytes: limits.resumeBufferBytes,
     maxBufferedBytes: limits.maxBufferedBytes,
-    tooSlow: (conn) => conn.end('slow'),
+    warnings,
     undeliverable
   })
 
@@ -66,6 +74,7 @@ export function createSignalingHub (opts: HubOptions) {
     clock,
     metrics,
     log: opts.log.child({ component: 'router' }),
+    warnings,
     queueMax: Math.max(limits.resumeBufferMax, 1),
     deadlineMs: limits.rerouteDeadlineMs,
     orphaned (peerId, roomId, env) {
@@ -117,7 +126,8 @@ export function createSignalingHub (opts: HubOptions) {
   /** Sends to another instance where nobody waits for the answer; failures are logged. */
   function post (node: string, msg: BusMessage): Promise<boolean> {
     return mesh.send(node, msg).catch((err: unknown) => {
-      opts.log.warn({ err, node, kind: msg.kind }, 'could not reach another instance')
+      const skipped = warnings.take('post: mesh unreachable')
+      if (skipped !== null) opts.log.warn({ err: brief(err), node, kind: msg.kind, skipped }, 'could not reach another instance')
       return false
     })
   }
@@ -148,10 +158,47 @@ export function createSignalingHub (opts: HubOptions) {
     return roomId
   }
 
-  /** Leaves the room now; the store follows. */
+  /**
+   * Leaves the room now; the store follows. The peer has left once the room
+   * was told, so this never fails: a store write that fails (Redis down) is
+   * retried until it lands, so no ghost member stays in the shared room.
+   */
   async function leaveRoom (session: Session): Promise<void> {
     const roomId = departed(session)
-    if (roomId !== null) await store.leaveRoom(roomId, session.peerId)
+    if (roomId === null) return
+    try {
+      await store.leaveRoom(roomId, session.peerId)
+    } catch (err) {
+      const skipped = warnings.take('leave: store unavailable')
+      if (skipped !== null) session.log.warn({ err: brief(err), skipped }, 'left the room; the store is told once it is back')
+      unfinishedLeave(roomId, session.peerId)
+    }
+  }
+
+  function unfinishedLeave (roomId: string, peerId: string): void {
+    if (unfinishedLeaves.size >= MAX_UNFINISHED_LEAVES) return // beyond this, the room's TTL cleans up
+    unfinishedLeaves.set(`${roomId}\n${peerId}`, { roomId, peerId })
+    leaveRetry ??= clock.setTimeout(() => {
+      retryLeaves().finally(() => {
+        leaveRetry = null
+        const next = unfinishedLeaves.values().next()
+        if (next.done !== true) unfinishedLeave(next.value.roomId, next.value.peerId) // re-arms the timer
+      })
+    }, LEAVE_RETRY_MS)
+  }
+
+  async function retryLeaves (): Promise<void> {
+    for (const [key, { roomId, peerId }] of [...unfinishedLeaves]) {
+      // Back in that room meanwhile: its join wrote the membership again.
+      if (registry.get(peerId)?.roomId !== roomId) {
+        try {
+          await store.leaveRoom(roomId, peerId)
+        } catch {
+          return
+        }
+      }
+      unfinishedLeaves.delete(key)
+    }
   }
 
   /** Drops a session from this instance only, leaving its shared state alone (it lives on elsewhere). */
@@ -173,6 +220,7 @@ export function createSignalingHub (opts: HubOptions) {
   function endSession (session: Session): void {
     if (session.ended) return
     session.ended = true
+    registry.unhold(session)
     clearTimers(session)
     if (!session.recorded) {
       // Never in a room: nothing shared to end, nobody to tell.
@@ -189,7 +237,8 @@ export function createSignalingHub (opts: HubOptions) {
         session.graceTimer = clock.setTimeout(() => { releaseMissed(session) }, RELEASE_WAIT_MS)
       }
     }, (err: unknown) => {
-      session.log.warn({ err }, 'could not end the session in the store; its entries expire with their TTL')
+      const skipped = warnings.take('end session: store unavailable')
+      if (skipped !== null) session.log.warn({ err: brief(err), skipped }, 'could not end the session in the store; its entries expire with their TTL')
       finish(session)
     })
   }
@@ -230,8 +279,10 @@ export function createSignalingHub (opts: HubOptions) {
       return
     }
     session.log.info({ graceMs: limits.resumeGraceMs }, 'connection dropped, holding session for resume')
+    registry.hold(session)
     session.graceTimer = clock.setTimeout(() => {
       session.graceTimer = null
+      registry.unhold(session)
       session.log.info('resume grace expired')
       endSession(session)
     }, limits.resumeGraceMs)
@@ -252,6 +303,7 @@ export function createSignalingHub (opts: HubOptions) {
     }
     if (session.graceTimer !== null) clock.clearTimeout(session.graceTimer)
     session.graceTimer = null
+    registry.unhold(session)
     // A half-open old connection is taken over.
     if (session.conn !== null && session.conn !== conn) session.conn.end('replaced')
     session.ip = conn.ip
@@ -288,6 +340,7 @@ export function createSignalingHub (opts: HubOptions) {
 
   const handlers = createHandlers({
     store,
+    warnings,
     limits,
     metrics,
     log: opts.log,
@@ -322,9 +375,15 @@ export function createSignalingHub (opts: HubOptions) {
   // --- public API -----------------------------------------------------------------
 
   return {
-    /** Open WebSocket connections from this IP (checked before an upgrade). */
-    connectionsFrom (ip: string): number {
-      return connections.from(ip)
+    /**
+     * What counts toward this IP's connection cap (checked before an upgrade):
+     * its open connections and the sessions held for its resume, except the
+     * one `resumeToken` would take back.
+     */
+    connectionsFrom (ip: string, resumeToken?: string): number {
+      const resumed = resumeToken === undefined ? undefined : registry.forToken(resumeToken)
+      const back = resumed !== undefined && registry.isHeldFrom(resumed, ip) ? 1 : 0
+      return connections.from(ip) + registry.heldFrom(ip) - back
     },
 
     /** Attaches a freshly upgraded socket: resumes the session its token names, or starts a new one. */
@@ -339,7 +398,8 @@ export function createSignalingHub (opts: HubOptions) {
         local.secretHash = issued.hash
         if (local.roomId !== null) {
           mesh.rotateSecret(local.peerId, issued.hash.toString('hex')).catch((err: unknown) => {
-            local.log.warn({ err }, 'rotated token not recorded in the store')
+            const skipped = warnings.take('rotate: store unavailable')
+            if (skipped !== null) local.log.warn({ err: brief(err), skipped }, 'rotated token not recorded in the store; it works on this instance only')
           })
         }
         attach(conn, local, issued.token, true)
@@ -348,7 +408,8 @@ export function createSignalingHub (opts: HubOptions) {
         conn.busy = true
         moves.resume(token, ctx.ip)
           .catch((err: unknown) => {
-            opts.log.warn({ err }, 'resume lookup failed; starting a new session')
+            const skipped = warnings.take('resume: store unavailable')
+            if (skipped !== null) opts.log.warn({ err: brief(err), skipped }, 'resume lookup failed; starting a new session')
             return null
           })
           .then((found) => {

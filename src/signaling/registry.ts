@@ -11,6 +11,8 @@ import type { Logger } from './types'
 export class SessionRegistry {
   private readonly sessions = new Map<string, Session>()
   private readonly rooms = new Map<string, Set<Session>>()
+  /** Sessions held for resume (no connection), per client IP: they count toward its connection cap. */
+  private readonly heldByIp = new Map<string, Set<Session>>()
 
   /** `roomEmptied`: the last local member left a room (its routes can go). */
   constructor (private readonly log: Logger, private readonly roomEmptied: (roomId: string) => void) {}
@@ -60,7 +62,34 @@ export class SessionRegistry {
 
   /** Forgets the session (only this one: a newer session with the same id stays). */
   remove (session: Session): void {
+    this.unhold(session)
     if (this.sessions.get(session.peerId) === session) this.sessions.delete(session.peerId)
+  }
+
+  /** The session lost its connection and waits for a resume. */
+  hold (session: Session): void {
+    let held = this.heldByIp.get(session.ip)
+    if (held === undefined) {
+      held = new Set()
+      this.heldByIp.set(session.ip, held)
+    }
+    held.add(session)
+  }
+
+  /** It is connected again, or over. */
+  unhold (session: Session): void {
+    const held = this.heldByIp.get(session.ip)
+    if (held?.delete(session) === true && held.size === 0) this.heldByIp.delete(session.ip)
+  }
+
+  /** Sessions held for resume whose last connection came from `ip`. */
+  heldFrom (ip: string): number {
+    return this.heldByIp.get(ip)?.size ?? 0
+  }
+
+  /** Whether this session is held and was last connected from `ip`. */
+  isHeldFrom (session: Session, ip: string): boolean {
+    return this.heldByIp.get(ip)?.has(session) === true
   }
 
   members (roomId: string): Iterable<Session> {

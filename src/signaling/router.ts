@@ -2,6 +2,7 @@ import type { Member } from '../store/types'
 import type { Envelope } from './bus'
 import type { Mesh } from './mesh'
 import type { Clock, Logger, SignalingMetrics, TimerHandle } from './types'
+import { brief, type LogLimiter } from './log-limiter'
 
 /*
  * Outbound routes to peers on other instances, for the rooms this instance
@@ -46,6 +47,8 @@ export interface RouterPorts {
   mesh: Mesh
   clock: Clock
   log: Logger
+  /** Client-driven warnings (every relay during an outage) are logged at most once per window. */
+  warnings: LogLimiter
   metrics: SignalingMetrics
   /** Most frames kept for one unreachable peer; beyond it they are refused. */
   queueMax: number
@@ -135,7 +138,8 @@ export function createRouter (ports: RouterPorts) {
         }
       }
     }, (err: unknown) => {
-      ports.log.warn({ err, node }, 'could not reach another instance')
+      const skipped = ports.warnings.take('relay: mesh unreachable')
+      if (skipped !== null) ports.log.warn({ err: brief(err), node, skipped }, 'could not reach another instance')
       for (const [remote, e] of items) {
         remote.inflight--
         ports.failed(e)

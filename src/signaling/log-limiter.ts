@@ -1,0 +1,38 @@
+import type { Clock } from './types'
+
+/*
+ * Some warnings happen at a rate a client controls (every relay during an
+ * outage, every frame refused for a full resume buffer). One line per event
+ * would let a client flood the logs, so each kind of warning is logged at most
+ * once per window, with the count of the ones skipped since.
+ */
+
+export class LogLimiter {
+  private readonly last = new Map<string, { at: number, skipped: number }>()
+
+  constructor (private readonly clock: Clock, private readonly windowMs = 10_000) {}
+
+  /**
+   * Whether to log a warning of this kind now: null to skip it, otherwise how
+   * many of its kind were skipped since the last one logged (for the entry).
+   * Kinds are fixed strings in the code, so the map stays small.
+   */
+  take (kind: string): number | null {
+    const now = this.clock.now()
+    const entry = this.last.get(kind)
+    if (entry !== undefined && now - entry.at < this.windowMs) {
+      entry.skipped++
+      return null
+    }
+    this.last.set(kind, { at: now, skipped: 0 })
+    return entry?.skipped ?? 0
+  }
+}
+
+/** An expected failure (the store or another instance unreachable) for a log line: what and why, no stack. */
+export function brief (err: unknown): Record<string, unknown> {
+  if (!(err instanceof Error)) return { message: String(err) }
+  const { code } = err as { code?: unknown }
+  const cause = err.cause instanceof Error ? err.cause.message : undefined
+  return { type: err.name, ...(code !== undefined && { code }), message: err.message, ...(cause !== undefined && { cause }) }
+}
