@@ -7,9 +7,13 @@ import { Type, type Static } from '@sinclair/typebox'
  * `fastify.config`. Booleans accept true/false/1/0/yes/no/on/off.
  */
 export const ConfigSchema = Type.Object({
-  NODE_ENV: Type.String({ default: 'development', description: 'Reported by /health; "production" flips the defaults of LOGS_DEBUG_ENABLED, DOCS_ENABLED and DEMO_ENABLED to false' }),
+  NODE_ENV: Type.String({ default: 'development', description: 'Reported by /health; "production" flips the defaults of LOGS_DEBUG_ENABLED, DOCS_ENABLED, DEMO_ENABLED and METRICS_ON_MAIN_PORT to false' }),
   PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 3001 }),
   HOST: Type.String({ default: '0.0.0.0' }),
+  // Prometheus: /metrics reveals process, runtime and load details, so production keeps it off the public port.
+  METRICS_PORT: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535, description: 'Port of a separate listener that serves only GET /metrics (default: none); must differ from PORT' })),
+  METRICS_HOST: Type.String({ minLength: 1, default: '127.0.0.1', description: 'Address of the METRICS_PORT listener' }),
+  METRICS_ON_MAIN_PORT: Type.Boolean({ default: true, description: 'Also serve GET /metrics on PORT; defaults to false when NODE_ENV=production' }),
   LOG_LEVEL: Type.Union([
     Type.Literal('fatal'), Type.Literal('error'), Type.Literal('warn'),
     Type.Literal('info'), Type.Literal('debug'), Type.Literal('trace'), Type.Literal('silent')

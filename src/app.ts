@@ -7,6 +7,7 @@ import configPlugin from './plugins/config'
 import errorsPlugin from './plugins/errors'
 import lifecyclePlugin from './plugins/lifecycle'
 import metricsPlugin from './plugins/metrics'
+import metricsListenerPlugin from './plugins/metrics-listener'
 import storePlugin from './plugins/store'
 import docsPlugin from './plugins/docs'
 import signalingPlugin from './plugins/signaling'
@@ -30,6 +31,7 @@ async function app (fastify: FastifyInstance, opts: AppOptions): Promise<void> {
   await fastify.register(errorsPlugin)
   await fastify.register(lifecyclePlugin)
   await fastify.register(metricsPlugin)
+  await fastify.register(metricsListenerPlugin)
   await fastify.register(storePlugin)
   await fastify.register(signalingPlugin)
   await fastify.register(cors, {
@@ -39,7 +41,8 @@ async function app (fastify: FastifyInstance, opts: AppOptions): Promise<void> {
 
   await fastify.register(docsPlugin)
   await fastify.register(healthRoutes)
-  await fastify.register(metricsRoutes)
+  // Off in production unless asked for: scrape the METRICS_PORT listener instead.
+  if (fastify.config.METRICS_ON_MAIN_PORT) await fastify.register(metricsRoutes, { registry: fastify.metrics.registry })
   await fastify.register(apiRoutes, { prefix: '/api' })
   await fastify.register(wsRoutes)
   if (fastify.config.DEMO_ENABLED) await fastify.register(demoRoutes)

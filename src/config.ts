@@ -12,7 +12,7 @@ const BOOLEAN_KEYS = Object.entries(ConfigSchema.properties)
   .map(([key]) => key)
 
 /** Developer conveniences that are on by default, except when NODE_ENV=production. */
-const DEV_ONLY_SWITCHES = ['LOGS_DEBUG_ENABLED', 'DOCS_ENABLED', 'DEMO_ENABLED'] as const
+const DEV_ONLY_SWITCHES = ['LOGS_DEBUG_ENABLED', 'DOCS_ENABLED', 'DEMO_ENABLED', 'METRICS_ON_MAIN_PORT'] as const
 
 /**
  * The process's environment, with a `.env` file in the working directory

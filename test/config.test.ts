@@ -45,6 +45,19 @@ t.test('debug log endpoint is off by default in production only', async (t) => {
   t.equal(loadConfig({ NODE_ENV: 'production', LOGS_DEBUG_ENABLED: '1' }).LOGS_DEBUG_ENABLED, true)
 })
 
+t.test('metrics stay off the public port in production only, and no separate listener unless asked for', async (t) => {
+  const dev = loadConfig({})
+  t.equal(dev.METRICS_PORT, undefined, 'no metrics listener by default')
+  t.equal(dev.METRICS_HOST, '127.0.0.1', 'a metrics listener binds loopback by default')
+  t.equal(dev.METRICS_ON_MAIN_PORT, true)
+  t.equal(loadConfig({ NODE_ENV: 'production' }).METRICS_ON_MAIN_PORT, false)
+  t.equal(loadConfig({ NODE_ENV: 'production', METRICS_ON_MAIN_PORT: 'yes' }).METRICS_ON_MAIN_PORT, true)
+  t.equal(loadConfig({ METRICS_PORT: '9091' }).METRICS_PORT, 9091)
+  t.throws(() => loadConfig({ METRICS_PORT: 'abc' }), /METRICS_PORT/)
+  t.throws(() => loadConfig({ METRICS_PORT: '0' }), /METRICS_PORT/, 'a scraper needs a known port')
+  t.throws(() => loadConfig({ METRICS_HOST: '' }), /METRICS_HOST/)
+})
+
 t.test('unknown variables are ignored, not passed through', async (t) => {
   t.notOk('PATH' in normalizeEnv({ PATH: '/bin', PORT: '1' }))
 })

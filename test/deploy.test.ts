@@ -172,7 +172,7 @@ t.test('coturn from deploy/coturn accepts the server\'s TURN credentials and ref
   t.equal(await turnAllocate(port, creds.username.replace(/^\d+/, String(Math.floor(Date.now() / 1000) + 999_999)), creds.credential), 401, 'a username whose expiry was edited is refused')
 })
 
-t.test('docker-compose.yml: services, health-gated start-up, no eviction, known variables', async (t) => {
+t.test('docker-compose.yml: services, health-gated start-up, no eviction, known variables, metrics on the compose network only', async (t) => {
   const compose = parse(readFileSync('deploy/docker-compose.yml', 'utf8'), { merge: true }) as any
   const services = compose.services as Record<string, any>
   t.same(Object.keys(services).sort(), ['coturn', 'nginx', 'redis', 'signal-1', 'signal-2'])
@@ -186,7 +186,16 @@ t.test('docker-compose.yml: services, health-gated start-up, no eviction, known 
     t.ok(existsSync(join('deploy', svc.build.context, svc.build.dockerfile)), `${name} builds from an existing Dockerfile`)
     for (const key of Object.keys(svc.environment)) t.ok(CONFIG_KEYS.has(key), `${name}: ${key} is a server variable`)
     t.equal(svc.environment.INSTANCE_ID, name)
+    // In production /metrics is only on the separate listener: reachable on the compose network, never published.
+    t.equal(svc.environment.NODE_ENV, 'production')
+    t.match(svc.environment.METRICS_PORT, /^\d+$/, `${name} serves /metrics on METRICS_PORT`)
+    t.equal(svc.environment.METRICS_HOST, '0.0.0.0', `${name}: the metrics listener is reachable from other containers`)
+    t.same(svc.expose, [svc.environment.METRICS_PORT], `${name}: the metrics port is exposed to the compose network`)
+    t.equal(svc.ports, undefined, `${name} publishes no port on the host`)
   }
+  const published = Object.values(services).flatMap((svc: any) => (svc.ports ?? []) as string[])
+  t.same(published, ['80:80'], 'only nginx publishes a port (and it answers 404 for /metrics)')
+  t.match(readFileSync('deploy/nginx/privydrop.conf', 'utf8'), /location = \/metrics \{\s*return 404;/)
   t.same(Object.values(services['nginx'].depends_on).map((d: any) => d.condition), ['service_healthy', 'service_healthy'])
   for (const svc of Object.values(services)) {
     for (const volume of (svc.volumes ?? []) as string[]) {
@@ -214,7 +223,7 @@ t.test('Dockerfile: multi-stage, production deps only, non-root, healthcheck, ex
   t.notMatch(readFileSync('.dockerignore', 'utf8'), /^examples$/m, 'the demo files reach the image')
 })
 
-t.test('Kubernetes manifests: probes, drain timing, disruption budget, known variables', async (t) => {
+t.test('Kubernetes manifests: probes, drain timing, disruption budget, known variables, metrics port and scrape annotations', async (t) => {
   const kustomization = parse(readFileSync('deploy/k8s/kustomization.yaml', 'utf8')) as { resources: string[] }
   const docs = kustomization.resources.flatMap((file) => {
     t.ok(existsSync(join('deploy/k8s', file)), `${file} exists`)
@@ -231,6 +240,18 @@ t.test('Kubernetes manifests: probes, drain timing, disruption budget, known var
   const preStopS = Number(container.lifecycle.preStop.exec.command[1])
   t.ok(pod.terminationGracePeriodSeconds > preStopS + Number(config['SHUTDOWN_TIMEOUT_MS']) / 1000, 'grace period covers preStop plus the shutdown timeout')
   t.equal(container.securityContext.readOnlyRootFilesystem, true)
+  // /metrics on its own named port, announced to Prometheus on the pod template, not behind the Service.
+  const metricsPort = Number(config['METRICS_PORT'])
+  t.ok(Number.isInteger(metricsPort) && metricsPort !== Number(config['PORT']), 'METRICS_PORT set, apart from PORT')
+  t.equal(config['METRICS_HOST'], '0.0.0.0', 'the metrics listener accepts the scraper\'s connections to the pod IP')
+  t.same(container.ports.find((p: any) => p.name === 'metrics'), { name: 'metrics', containerPort: metricsPort }, 'container port "metrics"')
+  t.same(docs.find(d => d.kind === 'Deployment').spec.template.metadata.annotations, {
+    'prometheus.io/scrape': 'true',
+    'prometheus.io/port': String(metricsPort),
+    'prometheus.io/path': '/metrics'
+  }, 'scrape annotations point at the metrics port')
+  const service = docs.find(d => d.kind === 'Service').spec
+  t.same(service.ports.map((p: any) => p.targetPort), ['http'], 'the Service does not expose the metrics port')
   t.ok(docs.find(d => d.kind === 'PodDisruptionBudget').spec.maxUnavailable >= 1)
 })
 

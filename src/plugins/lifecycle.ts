@@ -11,7 +11,11 @@ declare module 'fastify' {
 /** New work refused while draining (answered 503 by the error handler). */
 export const ShuttingDownError = createError('PRIVYDROP_SHUTTING_DOWN', 'Server is shutting down', 503)
 
-/** Routes that still answer while draining: probes must see the instance go unready. */
+/**
+ * Routes that still answer while draining: probes must see the instance go
+ * unready. /metrics counts only where METRICS_ON_MAIN_PORT serves it there;
+ * the METRICS_PORT listener is a separate instance that never drains early.
+ */
 const PROBES = new Set(['/health', '/api/health', '/ready', '/metrics'])
 
 /**
