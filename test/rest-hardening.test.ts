@@ -1,0 +1,55 @@
+import t from 'tap'
+import { startServer, type ServerProcess } from './helpers/process'
+import { connect, refusedWith, TestClient } from './helpers/ws'
+
+/** Statuses of `count` GET /api/ice_servers (a route that needs no store), one at a time. */
+async function statuses (server: ServerProcess, count: number, forwardedFor?: (i: number) => string): Promise<number[]> {
+  const out: number[] = []
+  for (let i = 0; i < count; i++) {
+    const headers: Record<string, string> = forwardedFor === undefined ? {} : { 'x-forwarded-for': forwardedFor(i) }
+    out.push((await fetch(`${server.http}/api/ice_servers`, { headers })).status)
+  }
+  return out
+}
+
+const tally = (codes: number[]) => ({ ok: codes.filter(c => c === 200).length, limited: codes.filter(c => c === 429).length })
+
+const GARBAGE = ['not-an-ip, {}', '{}', 'unknown', '<script>', '1.2.3.999', '::g::', 'example.com', '1.2.3.4.5', '[1.2.3.4]', 'null']
+
+t.test('TRUST_PROXY=true: X-Forwarded-For values that are not addresses do not get a rate-limit budget of their own', async (t) => {
+  const server = await startServer(t, { TRUST_PROXY: 'true', API_RATE_LIMIT_MAX: '5', LOG_LEVEL: 'warn' })
+
+  const garbage = tally(await statuses(server, GARBAGE.length, i => `${GARBAGE[i]}`))
+  t.comment(`garbage X-Forwarded-For: ${garbage.ok} passed, ${garbage.limited} got 429 (limit 5)`)
+  t.same(garbage, { ok: 5, limited: GARBAGE.length - 5 }, 'all garbage values share one bucket (the socket address)')
+  t.equal((await statuses(server, 1))[0], 429, 'and it is the bucket of the proxy itself')
+
+  const distinct = tally(await statuses(server, 8, i => `203.0.113.${i + 1}`))
+  t.same(distinct, { ok: 8, limited: 0 }, 'each real client address behind the proxy keeps its own budget')
+  t.same(tally(await statuses(server, 1, () => 'junk, 198.51.100.9')), { ok: 1, limited: 0 }, 'a junk entry is skipped, the valid one next to it counts')
+
+  // Forms some proxies write: address:port and [IPv6]:port, folded into the bare address.
+  const ported = await statuses(server, 6, i => ['198.51.100.7', '198.51.100.7:1234', '198.51.100.7:80'][i % 3] ?? '')
+  t.same(ported.slice(-1), [429], 'v4:port counts as the same client as v4')
+  const v6 = await statuses(server, 6, i => ['2001:db8::1', '[2001:db8::1]:443', '[2001:DB8:0::1]'][i % 3] ?? '')
+  t.same(v6.slice(-1), [429], '[v6]:port and other spellings count as the same client')
+})
+
+t.test('TRUST_PROXY=true: garbage X-Forwarded-For does not get around MAX_CONNECTIONS_PER_IP', async (t) => {
+  const server = await startServer(t, { TRUST_PROXY: 'true', MAX_CONNECTIONS_PER_IP: '2', LOG_LEVEL: 'warn' })
+  const opened: number[] = []
+  for (let i = 0; i < 4; i++) {
+    const client = new TestClient(server.ws, { headers: { 'x-forwarded-for': `junk-${i}` } })
+    t.teardown(() => client.ws.terminate())
+    try {
+      await client.opened
+      opened.push(101)
+    } catch (err) {
+      opened.push((err as { statusCode?: number }).statusCode ?? 0)
+    }
+  }
+  t.comment(`upgrades with junk-0..3: ${opened.join(', ')} (cap 2)`)
+  t.same(opened, [101, 101, 429, 429], 'two opened, the rest refused with 429')
+  t.ok((await connect(t, server.ws, { headers: { 'x-forwarded-for': '203.0.113.10' } })).peerId, 'a real address behind the proxy has its own cap')
+  t.equal(await refusedWith(new TestClient(server.ws, { headers: { 'x-forwarded-for': 'junk, 127.0.0.1:9' } })), 429, 'an address:port counts against the address it names')
+})
