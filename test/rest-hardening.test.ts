@@ -53,3 +53,30 @@ t.test('TRUST_PROXY=true: garbage X-Forwarded-For does not get around MAX_CONNEC
   t.ok((await connect(t, server.ws, { headers: { 'x-forwarded-for': '203.0.113.10' } })).peerId, 'a real address behind the proxy has its own cap')
   t.equal(await refusedWith(new TestClient(server.ws, { headers: { 'x-forwarded-for': 'junk, 127.0.0.1:9' } })), 429, 'an address:port counts against the address it names')
 })
+
+t.test('navigator.sendBeacon: POST /api/leave_room with a text/plain JSON body leaves the room', async (t) => {
+  const server = await startServer(t, { LOG_LEVEL: 'warn', BODY_LIMIT_BYTES: '1024' })
+  const { roomId } = await (await fetch(`${server.http}/api/get_room`)).json() as { roomId: string }
+  const a = await connect(t, server.ws)
+  const b = await connect(t, server.ws)
+  t.equal((await a.request('join', { roomId }, 'joinResponse')).data.success, true)
+  t.equal((await b.request('join', { roomId }, 'joinResponse')).data.success, true)
+
+  // What sendBeacon(url, string) sends.
+  const beacon = (url: string, body: string) => fetch(`${server.http}${url}`, { method: 'POST', headers: { 'content-type': 'text/plain;charset=UTF-8' }, body })
+
+  const malformed = await beacon('/api/leave_room', '{"roomId":')
+  t.equal(malformed.status, 400, 'malformed JSON is a 400')
+  t.match(await malformed.json(), { statusCode: 400, code: 'FST_ERR_CTP_INVALID_JSON_BODY', error: 'Bad Request' })
+  const invalid = await beacon('/api/leave_room', JSON.stringify({ roomId, peerId: a.peerId }))
+  t.equal(invalid.status, 400, 'the body schema still applies')
+  t.match(await invalid.json(), { statusCode: 400, code: 'FST_ERR_VALIDATION', message: /token/ })
+  t.equal((await beacon('/api/leave_room', JSON.stringify({ roomId, peerId: a.peerId, token: 'x'.repeat(2000) }))).status, 413, 'and so does BODY_LIMIT_BYTES')
+  t.equal((await beacon('/api/check_room', JSON.stringify({ roomId }))).status, 400, 'other routes still take JSON only')
+
+  const res = await beacon('/api/leave_room', JSON.stringify({ roomId, peerId: a.peerId, token: a.token }))
+  t.comment(`sendBeacon-style leave_room: HTTP ${res.status}`)
+  t.equal(res.status, 200)
+  t.same(await res.json(), { success: true, message: 'Successfully left the room' })
+  t.same((await b.next('peer-disconnected')).data, { peerId: a.peerId }, 'the other member is told')
+})
