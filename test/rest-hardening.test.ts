@@ -1,6 +1,12 @@
 import t from 'tap'
+import Fastify from 'fastify'
+import rateLimit from '@fastify/rate-limit'
+import { Redis } from 'ioredis'
+import { createRateLimitStore } from '../src/redis/rate-limit-store'
 import { startServer, type ServerProcess } from './helpers/process'
+import { startRedis } from './helpers/redis'
 import { connect, refusedWith, TestClient } from './helpers/ws'
+import { until } from './helper'
 
 /** Statuses of `count` GET /api/ice_servers (a route that needs no store), one at a time. */
 async function statuses (server: ServerProcess, count: number, forwardedFor?: (i: number) => string): Promise<number[]> {
@@ -79,4 +85,52 @@ t.test('navigator.sendBeacon: POST /api/leave_room with a text/plain JSON body l
   t.equal(res.status, 200)
   t.same(await res.json(), { success: true, message: 'Successfully left the room' })
   t.same((await b.next('peer-disconnected')).data, { peerId: a.peerId }, 'the other member is told')
+})
+
+t.test('Redis down: the REST rate limit keeps counting in memory instead of switching off', async (t) => {
+  const redis = await startRedis(t, { own: true })
+  const server = await startServer(t, {
+    REDIS_URL: redis.url, KEY_PREFIX: redis.prefix, REDIS_CONNECT_TIMEOUT_MS: '500', API_RATE_LIMIT_MAX: '20', LOG_LEVEL: 'warn'
+  })
+  t.same(tally(await statuses(server, 3)), { ok: 3, limited: 0 })
+  t.ok((await redis.client.keys(`${redis.prefix}ratelimit:api:*`)).length > 0, 'counted in Redis while it is up')
+
+  await redis.stop()
+  t.ok(await until(async () => (await fetch(`${server.http}/ready`)).status === 503, 10_000), 'the server noticed the outage')
+  const during = tally(await statuses(server, 30))
+  t.comment(`Redis down, limit 20, 3 spent before: ${during.ok} of 30 passed, ${during.limited} got 429`)
+  t.ok(during.ok <= 20, 'no more than the limit passes')
+  t.ok(during.limited >= 10, 'the rest get 429')
+  t.same(during, { ok: 17, limited: 13 }, 'the in-memory count went on from the requests this instance had seen')
+  t.match(server.output(), /rate limit/i, 'the switch is logged')
+
+  await redis.start()
+  t.ok(await until(async () => (await fetch(`${server.http}/ready`)).status === 200, 10_000), 'ready again')
+  t.equal((await statuses(server, 1))[0], 200, 'back on the shared Redis count (emptied by the restart)')
+  t.ok((await redis.client.keys(`${redis.prefix}ratelimit:api:*`)).length > 0, 'counted in Redis again')
+})
+
+t.test('the rate-limit store asks Redis only while the injected predicate allows it', async (t) => {
+  const redis = await startRedis(t)
+  const client = new Redis(redis.url, { maxRetriesPerRequest: 1 })
+  t.teardown(() => client.quit())
+  let usable = false
+  const app = Fastify()
+  await app.register(rateLimit, {
+    max: 3,
+    timeWindow: 60_000,
+    store: createRateLimitStore({ redis: client, nameSpace: `${redis.prefix}rl:`, usable: () => usable, log: app.log })
+  })
+  app.get('/', async () => 'ok')
+  t.teardown(() => app.close())
+  const hit = async () => (await app.inject({ url: '/', remoteAddress: '192.0.2.1' })).statusCode
+  const keys = () => redis.client.keys(`${redis.prefix}rl:*`)
+
+  t.same([await hit(), await hit()], [200, 200])
+  t.same(await keys(), [], 'predicate false: Redis is not asked')
+  usable = true
+  t.same([await hit(), await hit()], [200, 200], 'predicate true: counted in Redis, which starts from zero')
+  t.same(await keys(), [`${redis.prefix}rl:192.0.2.1`])
+  usable = false
+  t.same([await hit(), await hit()], [429, 429], 'back in memory, the count includes the requests Redis answered')
 })
