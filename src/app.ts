@@ -5,6 +5,7 @@ import type { EnvSource } from './config'
 import { allowedOrigins } from './config'
 import configPlugin from './plugins/config'
 import errorsPlugin from './plugins/errors'
+import forwardedForPlugin from './plugins/forwarded-for'
 import lifecyclePlugin from './plugins/lifecycle'
 import metricsPlugin from './plugins/metrics'
 import metricsListenerPlugin from './plugins/metrics-listener'
@@ -28,6 +29,8 @@ export interface AppOptions {
  */
 async function app (fastify: FastifyInstance, opts: AppOptions): Promise<void> {
   await fastify.register(configPlugin, { env: opts.env })
+  // First of the app-wide hooks: everything after it sees a clean request.ip.
+  await fastify.register(forwardedForPlugin)
   await fastify.register(errorsPlugin)
   await fastify.register(lifecyclePlugin)
   await fastify.register(metricsPlugin)

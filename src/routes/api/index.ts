@@ -1,26 +1,39 @@
 import type { FastifyPluginAsync } from 'fastify'
 import rateLimit from '@fastify/rate-limit'
+import { createRateLimitStore } from '../../redis/rate-limit-store'
 import roomRoutes from './rooms'
 import trackingRoutes from './tracking'
 import logsRoutes from './logs'
 import iceRoutes from './ice'
 import leaveRoutes from './leave'
 
+export interface ApiRoutesOptions {
+  /**
+   * Whether the rate limiter should ask Redis; default: the command
+   * connection is ready. For a circuit breaker to supply its own verdict.
+   */
+  redisUsable?: () => boolean
+}
+
 /**
  * The REST API under /api, rate limited per client IP (request.ip, which
  * honours TRUST_PROXY). In Redis mode the counters live in Redis so all
- * instances share them; when Redis is down the limiter lets requests through
- * (skipOnError) and the store-backed routes answer 503 themselves.
+ * instances share them; while Redis is down or not usable they are kept in
+ * memory with the same window and maximum (per instance, then), so an outage
+ * never switches the limit off. The store-backed routes answer 503 themselves.
  */
-const apiRoutes: FastifyPluginAsync = async (fastify) => {
-  const { config } = fastify
+const apiRoutes: FastifyPluginAsync<ApiRoutesOptions> = async (fastify, opts) => {
+  const { config, redis } = fastify
   await fastify.register(rateLimit, {
     max: config.API_RATE_LIMIT_MAX,
     timeWindow: config.API_RATE_LIMIT_WINDOW_S * 1000,
-    ...(fastify.redis !== null && {
-      redis: fastify.redis,
-      nameSpace: `${config.KEY_PREFIX}ratelimit:api:`,
-      skipOnError: true
+    ...(redis !== null && {
+      store: createRateLimitStore({
+        redis,
+        nameSpace: `${config.KEY_PREFIX}ratelimit:api:`,
+        usable: opts.redisUsable,
+        log: fastify.log.child({ limiter: 'api' })
+      })
     })
   })
   await fastify.register(roomRoutes)
