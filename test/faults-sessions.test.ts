@@ -9,7 +9,7 @@ import { STORE_MODES, until, type StoreMode } from './helper'
  * real server processes (node dist/server.js; npm run build first):
  *   - held sessions count toward MAX_CONNECTIONS_PER_IP (a resume replaces one),
  *   - RESUME_BUFFER_MAX and RESUME_BUFFER_BYTES bound what is held on every
- *     path (a dropped peer, a slow reader cut loose),
+ *     path (a dropped peer, a slow reader),
  *   - the replay on resume follows the socket's backpressure and delivers
  *     everything held, without cutting the resumed connection.
  */
@@ -218,7 +218,7 @@ for (const mode of STORE_MODES) {
   })
 }
 
-t.test('slow reader cut loose: what is held for it is bounded by RESUME_BUFFER_MAX, refusals reported, nothing twice', async (t) => {
+t.test('slow reader: kept connected, what waits for it bounded by RESUME_BUFFER_MAX, refusals reported, every accepted frame delivered once', async (t) => {
   const server = await serve(t, 'memory', {
     RESUME_GRACE_MS: '60000',
     RESUME_BUFFER_MAX: '16',
@@ -231,11 +231,10 @@ t.test('slow reader cut loose: what is held for it is bounded by RESUME_BUFFER_M
   const b = await open(t, server.ws)
   await join(a, 'slowbuf')
   await join(b, 'slowbuf')
-  const token = b.token
   socketOf(b).pause() // B stops reading: the kernel buffers fill, then the server's
 
-  // 60 offers of ~20 KB, then more in batches until the server has cut B,
-  // then enough for the held buffer to overflow.
+  // Offers of ~20 KB in batches until the server refuses some: B's socket and
+  // then its 16-frame buffer are full.
   let sent = 0
   const sendOffers = (n: number) => {
     for (let i = 0; i < n; i++) {
@@ -243,39 +242,24 @@ t.test('slow reader cut loose: what is held for it is bounded by RESUME_BUFFER_M
       a.send('offer', { peerId: b.peerId, offer: offer(sent, 20_000) }, `o${sent}`)
     }
   }
-  sendOffers(60)
-  await roundTrip(a)
-  const cut = await until(async () => {
-    if ((await gauges(server))['privydrop_ws_connections'] === 1) return true
-    sendOffers(10)
+  const full = await until(async () => {
+    sendOffers(20)
     await roundTrip(a)
-    return false
+    return refusedIndexes(a).length > 0
   }, 15_000, 0)
-  t.ok(cut, `the server cut the slow reader (after ${sent} offers)`)
+  t.ok(full, `the server refused offers once B's buffers were full (after ${sent})`)
   sendOffers(40)
   await roundTrip(a)
   const refused = refusedIndexes(a)
-  t.ok(refused.length > 0, `A heard peer_not_found for refused offers (${refused.length} of ${sent})`)
+  t.ok(refused.length >= 40, `A heard peer_not_found for what did not fit (${refused.length} of ${sent})`)
+  t.equal((await gauges(server))['privydrop_ws_connections'], 2, 'B was not cut: that would throw away what its socket held')
 
-  // Whatever reached B's old connection before the cut is still read.
   socketOf(b).resume()
-  await b.closed
-  const onOld = b.all('offer').map(indexOf)
-
-  const b2 = await open(t, resumeUrl(server, token))
-  t.equal(b2.peerId, b.peerId, 'B resumed')
-  const marker = 100_000
-  a.send('offer', { peerId: b.peerId, offer: offer(marker) }, 'marker')
-  t.ok(await until(() => b2.all('offer').some(f => indexOf(f) === marker), 5000), 'a live offer arrives after the replay')
-  const onNew = b2.all('offer').map(indexOf).filter(i => i !== marker)
-
-  t.ok(onNew.length <= 16, `at most RESUME_BUFFER_MAX frames from the held buffer on the new connection (${onNew.length}; ${onOld.length} reached the old one)`)
-  t.ok(ascending(onOld) && ascending(onNew), 'in order on each connection')
-  const received = [...onOld, ...onNew]
-  t.equal(new Set(received).size, received.length, 'no frame received twice')
-  t.same(received.filter(i => refused.includes(i)), [], 'no refused frame was delivered')
-  const lost = range(1, sent).filter(i => !received.includes(i) && !refused.includes(i))
-  t.same(lost, [], `every accepted frame was delivered (sent ${sent}, received ${received.length}, refused ${refused.length})`)
+  const accepted = range(1, sent).filter(i => !refused.includes(i))
+  t.ok(await until(() => b.all('offer').length >= accepted.length, 15_000), `everything accepted arrives once B reads (${b.all('offer').length} of ${accepted.length})`)
+  const received = b.all('offer').map(indexOf)
+  t.ok(ascending(received), 'in order')
+  t.same(received, accepted, 'exactly the accepted frames, each once')
 })
 
 // --- 3. replay with backpressure ------------------------------------------------------------

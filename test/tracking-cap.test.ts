@@ -1,6 +1,6 @@
 import t from 'tap'
 import { buildTestApp, STORE_MODES, storeEnv } from './helper'
-import { utcDay } from '../src/routes/api/tracking'
+import { utcDay } from '../src/store/types'
 
 /*
  * Shared spec §5: at most TRACK_MAX_REFS_PER_DAY [1000] distinct refs per UTC

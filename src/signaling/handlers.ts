@@ -218,7 +218,7 @@ export function createHandlers (ctx: HandlerContext) {
       ctx.broadcast(roomId, session, 'ready', { peerId: session.peerId })
     } catch (err) {
       const skipped = ctx.warnings.take('join: store unavailable')
-      if (skipped !== null) session.log.warn({ err: brief(err), skipped }, 'join failed: store unavailable')
+      if (skipped !== null) session.log.warn({ error: brief(err), skipped }, 'join failed: store unavailable')
       reply({ success: false, code: 'unavailable', message: errorText('unavailable') })
     }
   }

@@ -127,7 +127,7 @@ export function createSignalingHub (opts: HubOptions) {
   function post (node: string, msg: BusMessage): Promise<boolean> {
     return mesh.send(node, msg).catch((err: unknown) => {
       const skipped = warnings.take('post: mesh unreachable')
-      if (skipped !== null) opts.log.warn({ err: brief(err), node, kind: msg.kind, skipped }, 'could not reach another instance')
+      if (skipped !== null) opts.log.warn({ error: brief(err), node, kind: msg.kind, skipped }, 'could not reach another instance')
       return false
     })
   }
@@ -170,7 +170,7 @@ export function createSignalingHub (opts: HubOptions) {
       await store.leaveRoom(roomId, session.peerId)
     } catch (err) {
       const skipped = warnings.take('leave: store unavailable')
-      if (skipped !== null) session.log.warn({ err: brief(err), skipped }, 'left the room; the store is told once it is back')
+      if (skipped !== null) session.log.warn({ error: brief(err), skipped }, 'left the room; the store is told once it is back')
       unfinishedLeave(roomId, session.peerId)
     }
   }
@@ -238,7 +238,7 @@ export function createSignalingHub (opts: HubOptions) {
       }
     }, (err: unknown) => {
       const skipped = warnings.take('end session: store unavailable')
-      if (skipped !== null) session.log.warn({ err: brief(err), skipped }, 'could not end the session in the store; its entries expire with their TTL')
+      if (skipped !== null) session.log.warn({ error: brief(err), skipped }, 'could not end the session in the store; its entries expire with their TTL')
       finish(session)
     })
   }
@@ -399,7 +399,7 @@ export function createSignalingHub (opts: HubOptions) {
         if (local.roomId !== null) {
           mesh.rotateSecret(local.peerId, issued.hash.toString('hex')).catch((err: unknown) => {
             const skipped = warnings.take('rotate: store unavailable')
-            if (skipped !== null) local.log.warn({ err: brief(err), skipped }, 'rotated token not recorded in the store; it works on this instance only')
+            if (skipped !== null) local.log.warn({ error: brief(err), skipped }, 'rotated token not recorded in the store; it works on this instance only')
           })
         }
         attach(conn, local, issued.token, true)
@@ -409,7 +409,7 @@ export function createSignalingHub (opts: HubOptions) {
         moves.resume(token, ctx.ip)
           .catch((err: unknown) => {
             const skipped = warnings.take('resume: store unavailable')
-            if (skipped !== null) opts.log.warn({ err: brief(err), skipped }, 'resume lookup failed; starting a new session')
+            if (skipped !== null) opts.log.warn({ error: brief(err), skipped }, 'resume lookup failed; starting a new session')
             return null
           })
           .then((found) => {

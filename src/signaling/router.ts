@@ -139,7 +139,7 @@ export function createRouter (ports: RouterPorts) {
       }
     }, (err: unknown) => {
       const skipped = ports.warnings.take('relay: mesh unreachable')
-      if (skipped !== null) ports.log.warn({ err: brief(err), node, skipped }, 'could not reach another instance')
+      if (skipped !== null) ports.log.warn({ error: brief(err), node, skipped }, 'could not reach another instance')
       for (const [remote, e] of items) {
         remote.inflight--
         ports.failed(e)

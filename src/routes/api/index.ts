@@ -10,7 +10,7 @@ import leaveRoutes from './leave'
 export interface ApiRoutesOptions {
   /**
    * Whether the rate limiter should ask Redis; default: the command
-   * connection is ready. For a circuit breaker to supply its own verdict.
+   * connection's circuit breaker is closed (src/redis/link.ts).
    */
   redisUsable?: () => boolean
 }
@@ -23,7 +23,7 @@ export interface ApiRoutesOptions {
  * never switches the limit off. The store-backed routes answer 503 themselves.
  */
 const apiRoutes: FastifyPluginAsync<ApiRoutesOptions> = async (fastify, opts) => {
-  const { config, redis } = fastify
+  const { config, redis, redisLink } = fastify
   await fastify.register(rateLimit, {
     max: config.API_RATE_LIMIT_MAX,
     timeWindow: config.API_RATE_LIMIT_WINDOW_S * 1000,
@@ -31,7 +31,7 @@ const apiRoutes: FastifyPluginAsync<ApiRoutesOptions> = async (fastify, opts) =>
       store: createRateLimitStore({
         redis,
         nameSpace: `${config.KEY_PREFIX}ratelimit:api:`,
-        usable: opts.redisUsable,
+        usable: opts.redisUsable ?? (redisLink === null ? undefined : () => redisLink.healthy),
         log: fastify.log.child({ limiter: 'api' })
       })
     })
