@@ -35,12 +35,16 @@ export interface RedisLinkOptions {
   maxWriteBufferBytes: number
 }
 
+/** Health checks slower than this round trip do not update the clock offset. */
+const OFFSET_SAMPLE_MAX_RTT_MS = 50
+
 /** The reply error of a script whose deadline had passed when Redis ran it. */
 const EXPIRED = 'EXPIRED'
 
 export class RedisLink {
   private healthyNow = false
   private offsetMs = 0
+  private offsetKnown = false
   private readonly budgetMs: number
   private readonly timer: NodeJS.Timeout
   private checking = false
@@ -113,7 +117,12 @@ export class RedisLink {
       const sentAt = Date.now()
       const [seconds, micros] = await redis.time()
       const receivedAt = Date.now()
-      this.offsetMs = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000) - Math.round((sentAt + receivedAt) / 2)
+      // The offset is off by up to half the round trip: a reply that sat in a
+      // busy event loop would shift every deadline, so only quick samples count.
+      if (!this.offsetKnown || receivedAt - sentAt <= OFFSET_SAMPLE_MAX_RTT_MS) {
+        this.offsetMs = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000) - Math.round((sentAt + receivedAt) / 2)
+        this.offsetKnown = true
+      }
       if (!this.healthyNow && !this.stopped) {
         this.healthyNow = true
         this.opts.log.info({ offsetMs: this.offsetMs }, 'redis answering again; circuit closed')
