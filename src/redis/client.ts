@@ -27,6 +27,10 @@ export function createRedisClient (config: Config, log: FastifyBaseLogger, role:
     // Commands issued in one event-loop turn (a burst of relays read from one
     // socket) go out in one write instead of one syscall each.
     enableAutoPipelining: true,
+    // ioredis runs one auto-pipeline at a time: after a hang, the next batch
+    // waits until the stalled one has timed out. The health check (TIME) and
+    // the readiness probe (PING) go around it, so they see the new connection.
+    autoPipeliningIgnoredCommands: ['time', 'ping'],
     connectionName: `privydrop:${role}`
   }
   const client = config.REDIS_URL !== undefined

@@ -35,8 +35,8 @@ export interface RedisLinkOptions {
   maxWriteBufferBytes: number
 }
 
-/** Health checks slower than this round trip do not update the clock offset. */
-const OFFSET_SAMPLE_MAX_RTT_MS = 50
+/** Health checks whose clock offsets are remembered (the quickest one is used). */
+const OFFSET_WINDOW = 30
 
 /** The reply error of a script whose deadline had passed when Redis ran it. */
 const EXPIRED = 'EXPIRED'
@@ -44,10 +44,18 @@ const EXPIRED = 'EXPIRED'
 export class RedisLink {
   private healthyNow = false
   private offsetMs = 0
-  private offsetKnown = false
+  /** Recent health checks' clock offsets with their round trips: the quickest is the most exact. */
+  private readonly samples: Array<{ rtt: number, offset: number }> = []
+  /**
+   * Counts connections. A command that was sent on a connection that has
+   * since been dropped still times out later (ioredis does not reject it on
+   * close): that says nothing about the current connection and must not trip it.
+   */
+  private generation = 0
   private readonly budgetMs: number
   private readonly timer: NodeJS.Timeout
-  private checking = false
+  /** The connection a health check is running on (one at a time per connection). */
+  private checking: number | null = null
   private stopped = false
   private readonly waiters = new Set<() => void>()
 
@@ -55,7 +63,10 @@ export class RedisLink {
     // The deadline leaves a quarter of the timeout for the reply to come back.
     this.budgetMs = Math.max(1, Math.floor(opts.timeoutMs * 3 / 4))
     opts.redis.on('ready', () => { this.check().catch(() => {}) })
-    opts.redis.on('close', () => { this.trip('connection closed') })
+    opts.redis.on('close', () => {
+      this.generation++
+      this.trip('connection closed', false)
+    })
     this.timer = setInterval(() => { this.check().catch(() => {}) }, opts.healthIntervalMs)
     this.timer.unref()
   }
@@ -78,13 +89,14 @@ export class RedisLink {
     if (!this.healthyNow) throw new StoreUnavailableError({ cause: new Error('redis circuit open') })
     const buffered = this.opts.redis.stream?.writableLength ?? 0
     if (buffered > this.opts.maxWriteBufferBytes) {
-      this.trip(`write buffer at ${buffered} bytes`)
+      this.trip(`write buffer at ${buffered} bytes`, true)
       throw new StoreUnavailableError({ cause: new Error('redis write buffer full') })
     }
+    const generation = this.generation
     try {
       return await op()
     } catch (err) {
-      if (isLinkFailure(err)) this.trip((err as Error).message)
+      this.failed(err, generation)
       throw new StoreUnavailableError({ cause: err })
     }
   }
@@ -106,37 +118,59 @@ export class RedisLink {
 
   /** One health check: TIME within the timeout closes the circuit (and sets the clock offset). */
   async check (): Promise<void> {
-    if (this.checking || this.stopped) return
+    // A check still waiting on a dropped connection must not hold up one on the new connection.
+    if (this.checking === this.generation || this.stopped) return
     const { redis } = this.opts
     if (redis.status !== 'ready') {
-      this.trip(`connection ${redis.status}`)
+      this.trip(`connection ${redis.status}`, false)
       return
     }
-    this.checking = true
+    const generation = this.generation
+    this.checking = generation
     try {
       const sentAt = Date.now()
       const [seconds, micros] = await redis.time()
       const receivedAt = Date.now()
-      // The offset is off by up to half the round trip: a reply that sat in a
-      // busy event loop would shift every deadline, so only quick samples count.
-      if (!this.offsetKnown || receivedAt - sentAt <= OFFSET_SAMPLE_MAX_RTT_MS) {
-        this.offsetMs = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000) - Math.round((sentAt + receivedAt) / 2)
-        this.offsetKnown = true
-      }
+      this.sample(receivedAt - sentAt, Number(seconds) * 1000 + Math.floor(Number(micros) / 1000) - Math.round((sentAt + receivedAt) / 2))
+      if (generation !== this.generation) return // answered on a connection since dropped
       if (!this.healthyNow && !this.stopped) {
         this.healthyNow = true
         this.opts.log.info({ offsetMs: this.offsetMs }, 'redis answering again; circuit closed')
         for (const wake of [...this.waiters]) wake()
       }
     } catch (err) {
-      this.trip((err as Error).message)
+      this.failed(err, generation)
     } finally {
-      this.checking = false
+      if (this.checking === generation) this.checking = null
     }
   }
 
-  /** Opens the circuit; when Redis is hanging, drops the connection so nothing piles up behind it. */
-  private trip (reason: string): void {
+  /**
+   * The clock offset is off by up to half the round trip of the sample it
+   * comes from: the quickest of the recent samples is used, so a reply that
+   * sat in a busy event loop does not shift every deadline, and a clock step
+   * is followed within a window.
+   */
+  private sample (rtt: number, offset: number): void {
+    this.samples.push({ rtt, offset })
+    if (this.samples.length > OFFSET_WINDOW) this.samples.shift()
+    let best = this.samples[0] as { rtt: number, offset: number }
+    for (const s of this.samples) if (s.rtt <= best.rtt) best = s
+    this.offsetMs = best.offset
+  }
+
+  /** A failed command: only a failure of the current connection says anything about it. */
+  private failed (err: unknown, generation: number): void {
+    if (generation !== this.generation || !isLinkFailure(err)) return
+    // A script that ran past its deadline: Redis answers, but too late.
+    // Fail fast until a health check is quick again, keeping the connection
+    // and the replies still arriving on it.
+    const expired = err instanceof Error && err.message.startsWith(EXPIRED)
+    this.trip((err as Error).message, !expired)
+  }
+
+  /** Opens the circuit; with `drop`, also drops the connection so nothing piles up behind a hung Redis. */
+  private trip (reason: string, drop: boolean): void {
     const { redis } = this.opts
     if (this.healthyNow) {
       this.healthyNow = false
@@ -146,9 +180,7 @@ export class RedisLink {
     // the bytes still in our buffer (an orderly close would flush them) and
     // ioredis reconnects by itself. Scripts already on Redis's side are
     // stopped by their deadline.
-    if (!this.stopped && (redis.status === 'ready' || redis.status === 'connect') && reason !== 'connection closed') {
-      redis.stream?.destroy()
-    }
+    if (drop && !this.stopped && redis.status === 'ready') redis.stream?.destroy()
   }
 
   stop (): void {

@@ -37,6 +37,8 @@ export interface HandlerContext {
   announce (roomId: string, peerId: string, node: string): void
   /** Never fails: the peer has left once its room was told (the store follows when it can). */
   leaveRoom (session: Session): Promise<void>
+  /** Forgets a leave the store missed (the peer joins that room again). */
+  cancelLeave (roomId: string, peerId: string): void
   internalError (session: Session, err: unknown): void
 }
 
@@ -197,6 +199,8 @@ export function createHandlers (ctx: HandlerContext) {
           return
         }
       }
+      // A leave of this room the store missed must not be retried after this join.
+      ctx.cancelLeave(roomId, session.peerId)
       const result = await store.joinRoom(roomId, session.peerId, limits.maxPeers, session.secretHash.toString('hex'))
       if (session.ended) {
         // The peer went away while the store answered: undo (the membership

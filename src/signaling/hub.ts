@@ -95,10 +95,11 @@ export function createSignalingHub (opts: HubOptions) {
   function send<T extends ServerMessageType> (session: Session, type: T, data: ServerData<T>, id?: string): void {
     const text = frame(type, data, id)
     const conn = session.conn
-    if (conn !== null && conn.writable) {
+    if (conn !== null && conn.writable && session.held.length === 0) {
       conn.transport.send(text)
       metrics.messageOut(type)
-    } else if (session.roomId !== null) {
+    } else if (session.roomId !== null || (conn !== null && conn.writable)) {
+      // Away, or frames wait for a slow socket: the reply waits its turn behind them.
       delivery.deliver(session, { frame: text, type, from: '', id: '', epoch: 0, seq: 0, origin: self })
     }
   }
@@ -189,7 +190,9 @@ export function createSignalingHub (opts: HubOptions) {
 
   async function retryLeaves (): Promise<void> {
     for (const [key, { roomId, peerId }] of [...unfinishedLeaves]) {
-      // Back in that room meanwhile: its join wrote the membership again.
+      // Cancelled by a join of that room (on the same connection to the store,
+      // so a leave sent before the join is applied before it).
+      if (!unfinishedLeaves.has(key)) continue
       if (registry.get(peerId)?.roomId !== roomId) {
         try {
           await store.leaveRoom(roomId, peerId)
@@ -354,6 +357,7 @@ export function createSignalingHub (opts: HubOptions) {
     broadcast,
     announce,
     leaveRoom,
+    cancelLeave: (roomId, peerId) => { unfinishedLeaves.delete(`${roomId}\n${peerId}`) },
     internalError: (session, err) => {
       session.log.error({ err }, 'message handler failed')
       if (!session.ended) sendError(session, 'unavailable')
