@@ -323,6 +323,23 @@ t.test('single instance: a reader that falls behind keeps its connection; frames
   t.same(offers(b), [1, 2, 3, 4, 7], 'and live frames flow directly again')
 })
 
+t.test('single instance: a reply to a slow reader waits behind the frames already waiting for it', async (t) => {
+  const { c, n } = await solo(t, { limits: { maxBufferedBytes: 1000 } })
+  await room(n, 'r1')
+  const [a, b] = [c.connect(n), c.connect(n)]
+  for (const x of [a, b]) await join(t, c, x, 'r1')
+  b.transport.bufferedAmount = 5000
+  a.send('offer', { peerId: b.peerId, offer: sdp(1) })
+  await c.settle()
+  b.send('ping', {}, 'p1')
+  await c.settle()
+  t.same(b.frames('pong'), [], 'the pong does not overtake the waiting offer')
+  b.transport.bufferedAmount = 0
+  await c.advance(20)
+  const order = b.types().filter(type => type === 'offer' || type === 'pong')
+  t.same(order, ['offer', 'pong'], 'in the order they were produced')
+})
+
 t.test('single instance: a socket closed by the server with 1009 is not held', async (t) => {
   const { c, n } = await solo(t)
   await room(n, 'r1')
