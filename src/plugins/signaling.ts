@@ -45,10 +45,14 @@ export default fp(async (fastify) => {
   const rerouted = new Counter({ name: 'privydrop_mesh_rerouted_total', help: 'Frames re-routed because the instance they were sent to had gone', registers: [registry] })
   const relayLatency = new Histogram({
     name: 'privydrop_relay_latency_seconds',
-    help: 'Time from receiving an offer/answer/candidate to handing it to the target socket',
+    help: 'Time from reading an offer/answer/candidate to handing it on: to the target socket (or its resume buffer) for path="local", to the cross-instance router for path="remote" (the hop to the other instance is not included)',
+    labelNames: ['path'] as const,
     buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1],
     registers: [registry]
   })
+  // Label children resolved once: this runs for every relay.
+  const localLatency = relayLatency.labels('local')
+  const remoteLatency = relayLatency.labels('remote')
   const countIn = labelled(messagesIn)
   const countOut = labelled(messagesOut)
   const countError = labelled(errors)
@@ -56,7 +60,7 @@ export default fp(async (fastify) => {
     messageIn: countIn,
     messageOut: countOut,
     error: (code: ErrorCode) => countError(code),
-    relayLatency: (seconds) => relayLatency.observe(seconds),
+    relayLatency: (seconds, path) => (path === 'local' ? localLatency : remoteLatency).observe(seconds),
     resume: () => resumes.inc(),
     duplicate: () => duplicates.inc(),
     rerouted: () => rerouted.inc()

@@ -172,7 +172,7 @@ export function createHandlers (ctx: HandlerContext) {
         const env = { frame: frame(type, data), type, from: sender.peerId, id: id ?? '', epoch: sender.epoch, seq: sender.nextSeq(targetId), origin: ctx.self }
         if (target !== undefined) delivery.deliver(target, env)
         else router.relay(roomId, targetId, env)
-        metrics.relayLatency((performance.now() - at) / 1000)
+        metrics.relayLatency((performance.now() - at) / 1000, target !== undefined ? 'local' : 'remote')
         return
       }
     }

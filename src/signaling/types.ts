@@ -62,7 +62,12 @@ export interface SignalingMetrics {
   messageIn (type: string): void
   messageOut (type: string): void
   error (code: ErrorCode): void
-  relayLatency (seconds: number): void
+  /**
+   * From reading a relay to handing it on: to the target's socket (or its
+   * buffer) when the target is here ('local'), to the router when the target
+   * is on another instance ('remote': the hop there is not included).
+   */
+  relayLatency (seconds: number, path: 'local' | 'remote'): void
   resume (): void
   /** A frame that reached a peer twice (by two paths during a move) and was dropped the second time. */
   duplicate (): void
