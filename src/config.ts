@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs'
 import { parseEnv } from 'node:util'
 import envSchema from 'env-schema'
 import { ConfigSchema, type Config } from '../schemas/config'
+import { redisWay, sentinelList } from './redis/client'
 
 export type EnvSource = Record<string, string | undefined>
 
@@ -65,7 +66,15 @@ export function envOptions (source: EnvSource) {
  * message names the offending variable, e.g. `env/PORT must be integer`.
  */
 export function loadConfig (source: EnvSource): Config {
-  return envSchema<Config>(envOptions(source))
+  const config = envSchema<Config>(envOptions(source))
+  checkConfig(config)
+  return config
+}
+
+/** What the schema cannot say: combinations. Throws an Error naming the variables. */
+export function checkConfig (config: Config): void {
+  redisWay(config)
+  if (config.REDIS_SENTINELS !== undefined) sentinelList(config.REDIS_SENTINELS)
 }
 
 /**

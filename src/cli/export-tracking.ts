@@ -36,7 +36,7 @@ async function main (): Promise<number> {
   if (values.format !== 'json' && values.format !== 'csv') throw new Error('--format must be json or csv')
 
   const config = loadConfig(readProcessEnv())
-  if (!redisConfigured(config)) throw new Error('set REDIS_URL (or REDIS_HOST): referrer counts are only kept in Redis across restarts')
+  if (!redisConfigured(config)) throw new Error('set REDIS_URL (or REDIS_HOST, or REDIS_SENTINELS): referrer counts are only kept in Redis across restarts')
 
   const log = pino({ level: 'warn' }, pino.destination(2))
   const redis = createRedisClient(config, log, 'export')

@@ -2,9 +2,28 @@ import { Redis, type RedisOptions } from 'ioredis'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Config } from '../../schemas/config'
 
-/** Whether the config selects Redis (REDIS_URL, or REDIS_HOST as older deployments set it). */
+const WAYS = ['REDIS_URL', 'REDIS_HOST', 'REDIS_SENTINELS'] as const
+
+/** The one way Redis is configured, or null for the in-memory store. Throws when several are set. */
+export function redisWay (config: Config): typeof WAYS[number] | null {
+  const set = WAYS.filter(way => config[way] !== undefined)
+  if (set.length > 1) throw new Error(`configure Redis one way only: ${set.join(' and ')} are both set (REDIS_URL, REDIS_HOST or REDIS_SENTINELS)`)
+  return set[0] ?? null
+}
+
+/** Whether the config selects Redis (REDIS_URL, REDIS_HOST as older deployments set it, or REDIS_SENTINELS). */
 export function redisConfigured (config: Config): boolean {
-  return config.REDIS_URL !== undefined || config.REDIS_HOST !== undefined
+  return redisWay(config) !== null
+}
+
+/** REDIS_SENTINELS as ioredis wants them; throws on an entry that is not host:port. */
+export function sentinelList (value: string): Array<{ host: string, port: number }> {
+  return value.split(',').map(s => s.trim()).filter(Boolean).map((entry) => {
+    const match = /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(entry)
+    const port = Number(match?.[2])
+    if (match === null || port < 1 || port > 65535) throw new Error(`REDIS_SENTINELS: "${entry}" is not host:port`)
+    return { host: (match[1] as string).replace(/^\[|\]$/g, ''), port }
+  })
 }
 
 /**
@@ -33,9 +52,23 @@ export function createRedisClient (config: Config, log: FastifyBaseLogger, role:
     autoPipeliningIgnoredCommands: ['time', 'ping'],
     connectionName: `privydrop:${role}`
   }
-  const client = config.REDIS_URL !== undefined
-    ? new Redis(config.REDIS_URL, options)
-    : new Redis({ ...options, host: config.REDIS_HOST, port: config.REDIS_PORT, password: config.REDIS_PASSWORD })
+  let client: Redis
+  if (config.REDIS_SENTINELS !== undefined) {
+    client = new Redis({
+      ...options,
+      sentinels: sentinelList(config.REDIS_SENTINELS),
+      name: config.REDIS_SENTINEL_NAME,
+      password: config.REDIS_PASSWORD,
+      sentinelPassword: config.REDIS_SENTINEL_PASSWORD,
+      // Hear +switch-master from the Sentinels instead of waiting for the old primary to fail.
+      failoverDetector: true,
+      sentinelRetryStrategy: (times) => Math.min(times * 100, 1000)
+    })
+  } else if (config.REDIS_URL !== undefined) {
+    client = new Redis(config.REDIS_URL, options)
+  } else {
+    client = new Redis({ ...options, host: config.REDIS_HOST, port: config.REDIS_PORT, password: config.REDIS_PASSWORD })
+  }
 
   const clientLog = log.child({ redis: role })
   let healthy = false
