@@ -12,6 +12,10 @@ const BOOLEAN_KEYS = Object.entries(ConfigSchema.properties)
   .filter(([, schema]) => (schema as { type?: unknown }).type === 'boolean')
   .map(([key]) => key)
 
+/** Variables without a default: an empty value leaves them unset. */
+const REQUIRED_KEYS: readonly string[] = ConfigSchema.required ?? []
+const OPTIONAL_KEYS = new Set(Object.keys(ConfigSchema.properties).filter(key => !REQUIRED_KEYS.includes(key)))
+
 /** Developer conveniences that are on by default, except when NODE_ENV=production. */
 const DEV_ONLY_SWITCHES = ['LOGS_DEBUG_ENABLED', 'DOCS_ENABLED', 'DEMO_ENABLED', 'METRICS_ON_MAIN_PORT'] as const
 
@@ -39,7 +43,10 @@ export function readProcessEnv (envFile = '.env'): EnvSource {
 export function normalizeEnv (source: EnvSource): Record<string, string> {
   const out: Record<string, string> = {}
   for (const [key, value] of Object.entries(source)) {
-    if (value !== undefined && key in ConfigSchema.properties) out[key] = value
+    if (value === undefined || !(key in ConfigSchema.properties)) continue
+    // `REDIS_URL=` (a compose override, an .env line left empty) means unset.
+    if (value.trim() === '' && OPTIONAL_KEYS.has(key)) continue
+    out[key] = value
   }
   for (const key of BOOLEAN_KEYS) {
     const raw = out[key]

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parse, parseAllDocuments } from 'yaml'
 import { ConfigSchema } from '../schemas/config'
+import { loadConfig } from '../src/config'
 import { startRedis, freePort } from './helpers/redis'
 import { startServer } from './helpers/process'
 import { connect, quietly } from './helpers/ws'
@@ -205,6 +206,29 @@ t.test('docker-compose.yml: services, health-gated start-up, no eviction, known 
     if (svc.image !== undefined) t.match(svc.image, /^(privydrop-signaling|redis|nginx|coturn\/coturn):[\w.-]+$/, `image ${svc.image} is pinned to a tag`)
   }
   t.same(services['coturn'].profiles, ['turn'], 'coturn is opt-in')
+})
+
+t.test('docker-compose.sentinel.yml: a replica and three Sentinels, the instances reach Redis through them only', async (t) => {
+  const base = parse(readFileSync('deploy/docker-compose.yml', 'utf8'), { merge: true }) as any
+  const override = parse(readFileSync('deploy/docker-compose.sentinel.yml', 'utf8'), { merge: true }) as any
+  const services = override.services as Record<string, any>
+  const sentinels = ['sentinel-1', 'sentinel-2', 'sentinel-3']
+  t.match(services['redis-replica'].command.join(' '), /--replicaof redis 6379/, 'the replica follows the compose primary')
+  for (const name of sentinels) {
+    const script = services[name].command.join('\n')
+    t.match(script, /sentinel monitor mymaster redis 6379 2/, `${name} monitors the primary by service name, quorum 2`)
+    t.match(script, /sentinel resolve-hostnames yes/, `${name} can resolve service names`)
+    t.match(script, /exec redis-server \S+ --sentinel/, `${name} runs Sentinel in the foreground`)
+  }
+  for (const name of ['signal-1', 'signal-2']) {
+    // What the merged file gives the instance: base environment, then the override's.
+    const env = { ...base.services[name].environment, ...services[name].environment }
+    const config = loadConfig(env)
+    t.equal(config.REDIS_URL, undefined, `${name}: REDIS_URL is blanked, so the Sentinels are the one way to Redis`)
+    t.same(config.REDIS_SENTINELS?.split(',').map(s => s.split(':')[0]), sentinels, `${name} asks all three Sentinels`)
+    t.equal(config.REDIS_SENTINEL_NAME, 'mymaster')
+    for (const s of sentinels) t.equal(services[name].depends_on[s].condition, 'service_healthy', `${name} waits for ${s}`)
+  }
 })
 
 t.test('Dockerfile: multi-stage, production deps only, non-root, healthcheck, exec-form node entry', async (t) => {

@@ -101,6 +101,8 @@ t.test('config: exactly one way to reach Redis, sentinels as host:port', async (
   t.throws(() => loadConfig({ REDIS_SENTINELS: '127.0.0.1' }), /REDIS_SENTINELS: "127.0.0.1" is not host:port/)
   const config = loadConfig({ REDIS_SENTINELS: '127.0.0.1:26379, [::1]:26380' })
   t.equal(config.REDIS_SENTINEL_NAME, 'mymaster', 'default primary name')
+  // An override that blanks REDIS_URL (compose cannot unset a variable) leaves one way.
+  t.equal(loadConfig({ REDIS_URL: '', REDIS_SENTINELS: '127.0.0.1:26379' }).REDIS_URL, undefined, 'an empty optional variable is unset')
 })
 
 t.test('a failover: both instances follow the new primary by themselves, sockets stay open, sessions survive', async (t) => {
