@@ -1,5 +1,6 @@
 import t from 'tap'
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
+import { sep } from 'node:path'
 import { ConfigSchema } from '../schemas/config'
 import { FALSE_WORDS, loadConfig, TRUE_WORDS } from '../src/config'
 
@@ -63,4 +64,13 @@ t.test('.env.example defaults agree with the schema', async (t) => {
     const fallback = (schema as { default?: unknown }).default
     if (line !== null && fallback !== undefined) t.equal(line[1], String(fallback), `${key} default`)
   }
+})
+
+t.test('the README layout names every source file under src/, and only files that exist', async (t) => {
+  const files = readdirSync('src', { recursive: true, encoding: 'utf8' })
+    .filter(file => file.endsWith('.ts'))
+    .map(file => `src/${file.split(sep).join('/')}`)
+    .sort()
+  const listed = [...readmeSection('Layout').matchAll(/^(src\/\S+\.ts)\b/gm)].map(m => m[1]).sort()
+  t.same(listed, files)
 })
