@@ -4,7 +4,8 @@ import { Type, type Static } from '@sinclair/typebox'
  * Every setting the server reads, with its default. This one schema is what
  * @fastify/env validates the environment against, what `.env.example` and the
  * README's table document, and (through Static) the TypeScript type of
- * `fastify.config`. Booleans accept true/false/1/0/yes/no/on/off.
+ * `fastify.config`. Booleans accept true/false, 1/0, yes/no and on/off, in
+ * any case; an empty value is false.
  */
 export const ConfigSchema = Type.Object({
   NODE_ENV: Type.String({ default: 'development', description: 'Reported by /health; "production" flips the defaults of LOGS_DEBUG_ENABLED, DOCS_ENABLED, DEMO_ENABLED and METRICS_ON_MAIN_PORT to false' }),

@@ -21,6 +21,12 @@ import demoRoutes from './routes/demo'
 export interface AppOptions {
   /** Configuration variables; defaults to the process environment. */
   env?: EnvSource
+  /**
+   * Clock of the in-memory store's TTLs and rate-limit window (default
+   * `Date.now`), so tests can move time instead of waiting. Redis expires keys
+   * on its own clock and ignores it.
+   */
+  memoryStoreNow?: () => number
 }
 
 /**
@@ -35,7 +41,7 @@ async function app (fastify: FastifyInstance, opts: AppOptions): Promise<void> {
   await fastify.register(lifecyclePlugin)
   await fastify.register(metricsPlugin)
   await fastify.register(metricsListenerPlugin)
-  await fastify.register(storePlugin)
+  await fastify.register(storePlugin, { memoryStoreNow: opts.memoryStoreNow })
   await fastify.register(signalingPlugin)
   await fastify.register(cors, {
     origin: allowedOrigins(fastify.config.CORS_ORIGIN),

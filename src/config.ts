@@ -6,8 +6,9 @@ import { redisWay, sentinelList } from './redis/client'
 
 export type EnvSource = Record<string, string | undefined>
 
-const TRUE_WORDS = new Set(['1', 'true', 'yes', 'on'])
-const FALSE_WORDS = new Set(['0', 'false', 'no', 'off', ''])
+/** What a boolean variable accepts, in any case and with spaces around (README, `.env.example`). */
+export const TRUE_WORDS: ReadonlySet<string> = new Set(['1', 'true', 'yes', 'on'])
+export const FALSE_WORDS: ReadonlySet<string> = new Set(['0', 'false', 'no', 'off', ''])
 const BOOLEAN_KEYS = Object.entries(ConfigSchema.properties)
   .filter(([, schema]) => (schema as { type?: unknown }).type === 'boolean')
   .map(([key]) => key)
@@ -36,7 +37,7 @@ export function readProcessEnv (envFile = '.env'): EnvSource {
 
 /**
  * Prepares raw variables for schema validation: boolean words that ajv's
- * coercion does not know (`1`, `yes`, `off`) become `true`/`false`, and the
+ * coercion does not know (`1`, `yes`, `off`, empty) become `true`/`false`, and the
  * NODE_ENV-dependent defaults are settled here so that nothing else in the
  * code base has to look at NODE_ENV.
  */

@@ -30,12 +30,14 @@ t.test('numbers are parsed and a bad value names the variable', async (t) => {
   t.throws(() => loadConfig({ LOG_LEVEL: 'loud' }), /LOG_LEVEL/)
 })
 
-t.test('boolean switches accept 1/0/yes/no/true/false', async (t) => {
-  t.equal(loadConfig({ DISABLE_JOIN_RATE_LIMIT: '1' }).DISABLE_JOIN_RATE_LIMIT, true)
-  t.equal(loadConfig({ DISABLE_JOIN_RATE_LIMIT: 'true' }).DISABLE_JOIN_RATE_LIMIT, true)
-  t.equal(loadConfig({ DISABLE_JOIN_RATE_LIMIT: 'yes' }).DISABLE_JOIN_RATE_LIMIT, true)
-  t.equal(loadConfig({ DISABLE_JOIN_RATE_LIMIT: '0' }).DISABLE_JOIN_RATE_LIMIT, false)
-  t.equal(loadConfig({ DISABLE_JOIN_RATE_LIMIT: 'false' }).DISABLE_JOIN_RATE_LIMIT, false)
+t.test('boolean switches accept true/false, 1/0, yes/no and on/off in any case; empty is false', async (t) => {
+  for (const word of ['1', 'true', 'yes', 'on', 'TRUE', ' Yes ', 'On']) {
+    t.equal(loadConfig({ DISABLE_JOIN_RATE_LIMIT: word }).DISABLE_JOIN_RATE_LIMIT, true, `${JSON.stringify(word)} is true`)
+  }
+  for (const word of ['0', 'false', 'no', 'off', 'FALSE', ' No ', 'Off', '', ' ']) {
+    t.equal(loadConfig({ DISABLE_JOIN_RATE_LIMIT: word }).DISABLE_JOIN_RATE_LIMIT, false, `${JSON.stringify(word)} is false`)
+  }
+  t.equal(loadConfig({ DOCS_ENABLED: '' }).DOCS_ENABLED, false, 'empty turns off a switch that defaults to on')
   t.throws(() => loadConfig({ DISABLE_JOIN_RATE_LIMIT: 'maybe' }), /DISABLE_JOIN_RATE_LIMIT/)
 })
 

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { buildTestApp, STORE_MODES, sleep, storeEnv } from './helper'
+import { buildTestApp, STORE_MODES, storeEnv, storeTime } from './helper'
 import { utcDay } from '../src/store/types'
 
 const json = { 'content-type': 'application/json' }
@@ -23,14 +23,15 @@ for (const mode of STORE_MODES) {
 
     t.test('create_room of an existing long id does not refresh its TTL', async (t) => {
       const { env } = await storeEnv(t, mode)
-      const app = await buildTestApp(t, { ...env, ROOM_TTL_S: '2' })
+      const time = storeTime(mode)
+      const app = await buildTestApp(t, { ...env, ROOM_TTL_S: '2' }, { memoryStoreNow: time.now })
       const create = () => app.inject({ method: 'POST', url: '/api/create_room', payload: { roomId: 'longroom1' } })
       const check = async () => (await app.inject({ method: 'POST', url: '/api/check_room', payload: { roomId: 'longroom1' } })).json().available
       await create()
-      await sleep(1200)
+      await time.elapse(1200)
       t.equal((await create()).json().success, true)
       t.equal(await check(), false)
-      await sleep(1000)
+      await time.elapse(1000)
       t.equal(await check(), true, 'expired on the original schedule')
     })
 

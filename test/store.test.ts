@@ -6,18 +6,22 @@ import { RedisLink } from '../src/redis/link'
 import { silentLogger } from './helpers/fake-mesh'
 import type { Store, StoreLimits } from '../src/store/types'
 import { startRedis, type TestRedis } from './helpers/redis'
-import { STORE_MODES, sleep, type StoreMode } from './helper'
+import { STORE_MODES, storeTime, type StoreMode } from './helper'
 
 type Teardown = { teardown: (fn: () => unknown) => void }
 
 const LIMITS: StoreLimits = { instanceId: 'test-instance', roomTtlS: 60, roomEmptyTtlS: 30, joinLimitMax: 2, joinLimitWindowMs: 1000, trackMaxRefsPerDay: 1000 }
 
-async function makeStore (t: Teardown, mode: StoreMode, limits: Partial<StoreLimits> = {}): Promise<{ store: Store, redis?: TestRedis }> {
+/** A store under test, and `elapse` to let its TTLs run out (see storeTime). */
+async function makeStore (t: Teardown, mode: StoreMode, limits: Partial<StoreLimits> = {}): Promise<{ store: Store, elapse: (ms: number) => Promise<void>, redis?: TestRedis }> {
   const merged = { ...LIMITS, ...limits }
+  const { now, elapse } = storeTime(mode)
   if (mode === 'memory') {
-    const store = createMemoryStore({ ...merged, sweepIntervalMs: 100 })
+    // Expiry is judged with `now()` on every read (the sweep only frees memory,
+    // on the same clock), so moving the clock is all it takes.
+    const store = createMemoryStore({ ...merged, now })
     t.teardown(() => store.close())
-    return { store }
+    return { store, elapse }
   }
   const redis = await startRedis(t)
   const client = new Redis(redis.url, { commandTimeout: 2000 })
@@ -27,7 +31,7 @@ async function makeStore (t: Teardown, mode: StoreMode, limits: Partial<StoreLim
     await client.quit()
   })
   await link.waitHealthy(2000)
-  return { store: createRedisStore({ ...merged, redis: client, link, keyPrefix: redis.prefix, ownedTtlS: 600 }), redis }
+  return { store: createRedisStore({ ...merged, redis: client, link, keyPrefix: redis.prefix, ownedTtlS: 600 }), elapse, redis }
 }
 
 // One contract, two implementations: every assertion below holds for both.
@@ -77,55 +81,57 @@ for (const mode of STORE_MODES) {
     })
 
     t.test('a room expires ROOM_TTL after creation when nobody joins', async (t) => {
-      const { store } = await makeStore(t, mode, { roomTtlS: 1 })
+      const { store, elapse } = await makeStore(t, mode, { roomTtlS: 1 })
       await store.createRoom('brief')
-      await sleep(400)
+      await elapse(400)
       t.equal(await store.roomExists('brief'), true, 'alive within the TTL')
-      await sleep(900)
+      await elapse(900)
       t.equal(await store.roomExists('brief'), false, 'gone after it')
       t.equal(await store.createRoom('brief'), true, 'its id is free again')
     })
 
     t.test('joining refreshes the TTL; an emptied room gets the empty TTL', async (t) => {
-      const { store } = await makeStore(t, mode, { roomTtlS: 2, roomEmptyTtlS: 1 })
+      const { store, elapse } = await makeStore(t, mode, { roomTtlS: 2, roomEmptyTtlS: 1 })
       await store.createRoom('room')
-      await sleep(1200)
+      await elapse(1200)
       await store.joinRoom('room', 'p1', 4)
-      await sleep(1200)
+      await elapse(1200)
       t.equal(await store.roomExists('room'), true, 'join pushed the deadline out')
       await store.leaveRoom('room', 'p1')
-      await sleep(1300)
+      await elapse(1300)
       t.equal(await store.roomExists('room'), false, 'emptied room expired after the empty TTL')
     })
 
     t.test('touchRooms keeps an occupied room and its bindings alive', async (t) => {
-      const { store } = await makeStore(t, mode, { roomTtlS: 1 })
+      const { store, elapse } = await makeStore(t, mode, { roomTtlS: 1 })
       await store.createRoom('room')
       await store.joinRoom('room', 'p1', 4)
       for (let i = 0; i < 4; i++) {
-        await sleep(400)
+        await elapse(400)
         await store.touchRooms([{ roomId: 'room', peerIds: ['p1'] }])
       }
       t.equal(await store.roomExists('room'), true, 'still alive after 1.6 s with a 1 s TTL')
       t.equal(await store.peerRoom('p1'), 'room')
       await store.createRoom('empty')
-      await sleep(400)
+      await elapse(400)
       await store.touchRooms([{ roomId: 'empty', peerIds: [] }])
-      await sleep(700)
+      await elapse(700)
       t.equal(await store.roomExists('empty'), false, 'an unoccupied room is not kept alive')
     })
 
     t.test('join rate limit: sliding window per IP', async (t) => {
-      const { store } = await makeStore(t, mode, { joinLimitMax: 2, joinLimitWindowMs: 1000, trackMaxRefsPerDay: 1000 })
+      const { store, elapse } = await makeStore(t, mode, { joinLimitMax: 2, joinLimitWindowMs: 1000 })
       t.same(await store.hitJoinRateLimit('1.1.1.1'), { allowed: true, remaining: 1, retryAfterS: 0 })
+      await elapse(600)
       t.same(await store.hitJoinRateLimit('1.1.1.1'), { allowed: true, remaining: 0, retryAfterS: 0 })
       const refused = await store.hitJoinRateLimit('1.1.1.1')
       t.equal(refused.allowed, false)
       t.equal(refused.remaining, 0)
       t.equal(refused.retryAfterS, 1)
       t.equal((await store.hitJoinRateLimit('2.2.2.2')).allowed, true, 'other IPs unaffected')
-      await sleep(1100)
-      t.equal((await store.hitJoinRateLimit('1.1.1.1')).allowed, true, 'allowed again once the window slid')
+      await elapse(500)
+      t.same(await store.hitJoinRateLimit('1.1.1.1'), { allowed: true, remaining: 0, retryAfterS: 0 }, 'the first hit slid out of the window, the second still counts')
+      t.equal((await store.hitJoinRateLimit('1.1.1.1')).allowed, false, 'so the window is full again at once')
     })
 
     t.test('referrer counts per day', async (t) => {

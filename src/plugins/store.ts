@@ -29,12 +29,17 @@ function limits (config: Config, instanceId: string): StoreLimits {
   }
 }
 
+export interface StorePluginOptions {
+  /** The in-memory store's clock (default `Date.now`); the Redis store keeps Redis's. */
+  memoryStoreNow?: () => number
+}
+
 /** Chooses the store from config: Redis when configured, otherwise in-memory (one instance only). */
-export default fp(async (fastify) => {
+export default fp<StorePluginOptions>(async (fastify, opts) => {
   const { config } = fastify
   if (!redisConfigured(config)) {
     fastify.log.warn('no REDIS_URL/REDIS_HOST: using the in-memory store; state is not shared, run a single instance only')
-    const store = createMemoryStore(limits(config, fastify.lifecycle.instanceId))
+    const store = createMemoryStore({ ...limits(config, fastify.lifecycle.instanceId), now: opts.memoryStoreNow })
     fastify.decorate('store', store)
     fastify.decorate('redis', null)
     fastify.decorate('redisLink', null)
