@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs'
 import WebSocket from 'ws'
 import { createRestClient, RestError, SignalingClient, SignalingError, type WebSocketConstructor, type SignalingClientOptions } from '../src/client'
 import { serveApp, until } from './helper'
-import { connect, quietly } from './helpers/ws'
+import { connect } from './helpers/ws'
 import type { EnvSource } from '../src/config'
 
 type Teardown = { teardown: (fn: () => unknown) => void }
@@ -42,16 +42,19 @@ t.test('connect, typed events, join/leave/ping as requests', async (t) => {
   t.same(offers, [{ from: b.peerId, sdp: 'v=0' }])
   t.same(readies, [b.peerId])
   off()
+  // A listener still subscribed shows when the re-announced ready is in.
+  const again = new Promise(resolve => a.once('ready', resolve))
   await b.join(roomId) // rejoin re-announces ready, but we unsubscribed
-  await quietly(100)
+  await again
   t.same(readies, [b.peerId], 'off() unsubscribes')
 
   let onceCount = 0
+  let everyCount = 0
   a.once('initiator-online', () => { onceCount++ })
+  a.on('initiator-online', () => { everyCount++ })
   b.initiatorOnline(roomId)
   b.initiatorOnline(roomId)
-  await b.ping()
-  await quietly(100)
+  t.ok(await until(() => everyCount === 2), 'both arrived')
   t.equal(onceCount, 1, 'once fires once')
 
   t.same(await a.ping(), {})
@@ -97,17 +100,21 @@ t.test('sends queue while disconnected and flush after the resume; identity surv
   const events: string[] = []
   a.on('close', (e) => events.push(`close:${e.code}:${String(e.willReconnect)}`))
   a.on('reconnecting', () => events.push('reconnecting'))
-  const reopened = new Promise<{ resumed: boolean }>(resolve => a.once('open', resolve))
+  // What b has when a is back: the queue goes out only then, so nothing yet.
+  const reopened = new Promise<{ resumed: boolean, gotBefore: string[] }>(resolve => a.once('open', (e) => resolve({ resumed: e.resumed, gotBefore: [...got] })))
 
   a.reconnectNow()
   t.equal(a.state, 'reconnecting')
   for (let i = 0; i < 5; i++) a.iceCandidate(b.peerId ?? '', { candidate: `candidate:${i}` })
-  t.same(got, [], 'nothing sent while disconnected')
-  const { resumed } = await reopened
+  const { resumed, gotBefore } = await reopened
+  t.same(gotBefore, [], 'nothing sent while disconnected')
   t.equal(resumed, true)
   t.equal(a.peerId, firstId, 'same peerId after the reconnect')
-  t.ok(await until(() => got.length === 5), 'queued messages delivered after the resume')
-  t.same(got, ['candidate:0', 'candidate:1', 'candidate:2', 'candidate:3', 'candidate:4'], 'in order')
+  // Sent after the queue on the same path: once it is in, so is every queued message.
+  const marker = new Promise(resolve => b.once('offer', resolve))
+  a.offer(b.peerId ?? '', { type: 'offer', sdp: 'v=0' })
+  await marker
+  t.same(got, ['candidate:0', 'candidate:1', 'candidate:2', 'candidate:3', 'candidate:4'], 'queued messages delivered after the resume, in order, once')
   t.same(events, ['close:4001:true', 'reconnecting'])
 })
 
@@ -128,24 +135,49 @@ t.test('a dead link is noticed by the app-level ping and healed by a resume', as
 })
 
 t.test('a new identity after the grace: queue dropped, pending requests rejected, app told to rejoin', async (t) => {
-  const { app, make } = await setup(t, { RESUME_GRACE_MS: '0' })
+  const { ws, make, rest } = await setup(t, { RESUME_GRACE_MS: '0' })
+  const { roomId } = await rest.getRoom()
   const a = make({ reconnect: { initialDelayMs: 300, maxDelayMs: 300, jitter: 0 }, requestTimeoutMs: 5000 })
   await a.connect()
+  // Only a peer in a room is held for resume: without one the grace would not matter.
+  await a.join(roomId)
+  const b = await connect(t, ws)
+  await b.request('join', { roomId }, 'joinResponse')
   const firstId = a.peerId
+  const errors: string[] = []
+  a.on('error', (e) => errors.push(e.code))
   const reopened = new Promise<{ resumed: boolean }>(resolve => a.once('open', resolve))
+  const closed = new Promise(resolve => a.once('close', resolve))
   // A network loss: the TCP connection just goes away (the server sees 1006).
   ;((a as unknown as { ws: { _socket: { destroy: () => void } } }).ws._socket).destroy()
   const pending = a.ping().catch((e: unknown) => e)
-  t.ok(await until(() => app.signaling.stats().sessions === 0, 250), 'with no grace the server ends the session at once')
+  await closed
+  a.offer(b.peerId, { type: 'offer', sdp: 'v=0' }) // queued: the client knows it is disconnected
+  t.same((await b.next('peer-disconnected')).data, { peerId: firstId }, 'with no grace the server ends the session: the room hears it')
   t.equal((await reopened).resumed, false)
   t.not(a.peerId, firstId)
   t.equal((await pending as SignalingError).code, 'session_lost')
+  // A reply after anything the old queue would have sent (a relay from outside a room is refused).
+  await a.ping()
+  t.same(errors, [], 'the old session\'s queue was dropped')
 })
 
 t.test('a server shutdown (1001) triggers reconnects; close() stops them', async (t) => {
   const { app, make } = await setup(t)
-  const a = make({ reconnect: { initialDelayMs: 50, maxDelayMs: 100, jitter: 0 } })
+  // Counts the sockets each client opens: one per connection attempt.
+  const attempts = { a: 0, control: 0 }
+  const counting = (who: keyof typeof attempts) => class extends WebSocket {
+    constructor (url: string) {
+      super(url)
+      attempts[who]++
+    }
+  } as unknown as WebSocketConstructor
+  const reconnect = { initialDelayMs: 50, maxDelayMs: 100, jitter: 0 }
+  const a = make({ reconnect, WebSocket: counting('a') })
+  // The same schedule, never closed: its attempts show when a's would have come.
+  const control = make({ reconnect, WebSocket: counting('control') })
   await a.connect()
+  await control.connect()
   const reconnecting = new Promise(resolve => a.once('reconnecting', resolve))
   const closed = new Promise<{ code: number, willReconnect: boolean }>(resolve => a.once('close', resolve))
   await app.close()
@@ -153,6 +185,10 @@ t.test('a server shutdown (1001) triggers reconnects; close() stops them', async
   await reconnecting
   a.close()
   t.equal(a.state, 'closed')
+  const tried = attempts.a
+  const seen = attempts.control
+  t.ok(await until(() => attempts.control >= seen + 3), 'the other client keeps trying')
+  t.equal(attempts.a, tried, 'no attempt after close()')
 })
 
 t.test('REST helpers', async (t) => {
