@@ -1,7 +1,8 @@
 import t, { type Test } from 'tap'
 import { startRedis, type TestRedis } from './helpers/redis'
 import { startServer, type ServerProcess } from './helpers/process'
-import { connect, quietly, type TestClient } from './helpers/ws'
+import { connect, type TestClient } from './helpers/ws'
+import { flushPath } from './helpers/markers'
 import { until } from './helper'
 
 /*
@@ -77,7 +78,12 @@ t.test('1000 candidates across instances arrive in order; a relay costs one PUBL
   await join(a, 'order')
   await join(b, 'order')
   await join(c, 'order')
-  await quietly(200)
+  // The joins are settled once their readies are in: each join's news to the
+  // other instance and its ready there go out in that order on one connection,
+  // so b's ready at a and c's ready at b were published after everything else.
+  await a.next('ready')
+  await a.next('ready')
+  await b.next('ready')
 
   const commands = async () => {
     const info = await redis.client.info('commandstats')
@@ -136,12 +142,26 @@ t.test('a room spread over three instances: broadcasts and disconnects reach eve
   const forged = await a.request('offer', { peerId: stranger.peerId, offer: OFFER }, 'error')
   t.equal(forged.data.code, 'peer_not_found', 'no relay to a peer of another room on another instance')
 
+  // Markers on the refused paths, across the same instances, once the
+  // strangers are in the room: what the refused messages and a's broadcast
+  // delivered would be in before them.
+  for (const s of [stranger, strangerFar]) {
+    t.equal((await s.request('leave', { roomId: 'other' }, 'leaveResponse')).data.success, true)
+    await join(s, 'tri')
+  }
+  // s1 routes to stranger once it has heard where it is served; stranger's ready comes after that news.
+  t.ok(await until(() => a.all('ready').some(f => f.data.peerId === stranger.peerId)), 'a heard stranger join')
+  await flushPath(stranger, a) // s3 → s1
+  await flushPath(stranger, b) // s3 → s2
+  await flushPath(strangerFar, c) // s1 → s3
+  await flushPath(a, stranger) // s1 → s3
+  await flushPath(a, strangerFar) // on s1
+  for (const x of [a, b, c, stranger]) t.equal(x.all('offer').length, 0, 'no relay reached a peer of another room')
+  t.equal(stranger.all('initiator-online').length + strangerFar.all('initiator-online').length, 0, 'the other room did not hear the broadcast')
+
   await c.close()
   t.same((await a.next('peer-disconnected')).data, { peerId: c.peerId })
   t.same((await b.next('peer-disconnected')).data, { peerId: c.peerId })
-  await quietly(200)
-  for (const x of [a, b, c]) t.equal(x.all('offer').length, 0, 'no stranger reached the room')
-  t.equal(stranger.all('initiator-online').length + strangerFar.all('initiator-online').length, 0)
 })
 
 t.test('a target leaving while relays to it are in flight: each relay is delivered or refused to its sender, never silently lost', async (t) => {
@@ -197,7 +217,10 @@ t.test('SIGKILL: survivors hear peer-disconnected within the bound, dead peers l
   t.ok(elapsed <= deadAfter * 2 + grace + 1000, `peer-disconnected ${elapsed} ms after SIGKILL (dead after ${deadAfter} + grace ${grace})`)
   t.comment(`SIGKILL → peer-disconnected: ${elapsed} ms`)
 
-  await quietly(300)
+  // The departures were reported by the instance that ended the dead one's
+  // sessions (s1 or s3): a report on s1 was written to a's socket before this
+  // marker, one from s3 was published before it.
+  await flushPath(resumed, a) // s3 → s1
   t.equal(a.all('peer-disconnected').length, 1, 'the resumed peer was not reported gone')
   const probe = await connect(t, s1.ws)
   const peers = (await join(probe, 'kill')).peers
@@ -210,14 +233,18 @@ t.test('SIGKILL: survivors hear peer-disconnected within the bound, dead peers l
 })
 
 t.test('graceful SIGTERM: clients resume on another instance with their identity, nobody sees a disconnect', async (t) => {
-  const { servers: [s1, s2] } = await cluster(t, 2, { RESUME_GRACE_MS: '5000', INSTANCE_DEAD_AFTER_MS: '1500' })
-  if (s1 === undefined || s2 === undefined) throw new Error('two servers expected')
+  const { servers: [s1, s2, s3] } = await cluster(t, 3, { RESUME_GRACE_MS: '5000', INSTANCE_DEAD_AFTER_MS: '1500' })
+  if (s1 === undefined || s2 === undefined || s3 === undefined) throw new Error('three servers expected')
   await createRoom(s1, 'drain')
   const a = await connect(t, s1.ws)
   const b = await connect(t, s2.ws)
+  const c = await connect(t, s3.ws)
   await join(a, 'drain')
   await join(b, 'drain')
+  await join(c, 'drain')
   await a.next('ready')
+  await a.next('ready')
+  await b.next('ready')
 
   s2.child.kill('SIGTERM')
   t.equal((await b.closed).code, 1001)
@@ -229,8 +256,14 @@ t.test('graceful SIGTERM: clients resume on another instance with their identity
   t.equal((await b2.next('offer')).data.from, a.peerId)
   b2.send('initiator-online', { roomId: 'drain' })
   await a.next('initiator-online')
-  await quietly(500)
-  t.equal(a.all('peer-disconnected').length, 0, 'nobody saw a disconnect')
+  await c.next('initiator-online')
+  // s2 has exited, after quitting its Redis connection: Redis ran everything
+  // s2 published before these markers, which reach s1 and s3 behind all of
+  // it. (A third instance is what makes such a marker possible: with two,
+  // nothing publishes to s1 once s2 is gone.)
+  await flushPath(c, a) // s3 → s1
+  await flushPath(a, c) // s1 → s3
+  t.equal(a.all('peer-disconnected').length + c.all('peer-disconnected').length, 0, 'nobody saw a disconnect')
 })
 
 t.test('POST /api/leave_room works whichever instance receives it', async (t) => {

@@ -1,6 +1,7 @@
 import t, { type Test } from 'tap'
 import { serveApp, STORE_MODES } from './helper'
 import { connect, joinRoom, quietly } from './helpers/ws'
+import { flushPath, relaysIn } from './helpers/markers'
 import type { EnvSource } from '../src/config'
 
 const OFFER = { type: 'offer', sdp: 'v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n' }
@@ -34,7 +35,8 @@ for (const mode of STORE_MODES) {
       const rb = await b.request('join', { roomId: 'r1' }, 'joinResponse')
       t.same(rb.data.peers, [a.peerId], 'peers lists the other members')
       t.same((await a.next('ready')).data, { peerId: b.peerId })
-      await quietly(50)
+      // b's join (and any ready it sent) is done before b's next message is handled.
+      await b.request('ping', {}, 'pong')
       t.equal(b.all('ready').length, 0, 'the joiner gets no ready about itself')
     })
 
@@ -93,7 +95,8 @@ for (const mode of STORE_MODES) {
       t.same((await b.next('ice-candidate')).data, { candidate: CANDIDATE, peerId: a.peerId, from: a.peerId })
       a.send('ice-candidate', { peerId: b.peerId, candidate: null })
       t.same((await b.next('ice-candidate')).data, { candidate: null, peerId: a.peerId, from: a.peerId }, 'end-of-candidates')
-      await quietly(50)
+      // An echo of a's relays would be sent to a before the reply to its next message.
+      await a.request('ping', {}, 'pong')
       t.equal(a.all('answer').length + a.all('ice-candidate').length, 0, 'nothing echoed to the sender')
     })
 
@@ -116,9 +119,16 @@ for (const mode of STORE_MODES) {
       t.equal((await a.request('offer', { peerId: a.peerId, offer: OFFER }, 'error')).data.code, 'peer_not_found', 'not to oneself')
       t.equal((await a.request('offer', { peerId: 'nobody-at-all', offer: OFFER }, 'error')).data.code, 'peer_not_found', 'not to an unknown peer')
       t.equal((await outsider.request('offer', { peerId: a.peerId, offer: OFFER }, 'error')).data.code, 'peer_not_found', 'not from a peer in no room')
-      await quietly(100)
-      t.equal(b.inbox.filter(f => ['offer', 'answer', 'ice-candidate'].includes(f.type)).length, 0, 'the other room received nothing')
-      t.equal(a.all('offer').length, 0, 'a peer never receives its own message')
+      // Markers on the refused paths (a → b, outsider → a) once b and the
+      // outsider share a's room: what the refused messages delivered would be
+      // in before them. Anything a sent itself comes before its pong.
+      t.equal((await b.request('leave', { roomId: 'room-b' }, 'leaveResponse')).data.success, true)
+      for (const c of [b, outsider]) t.equal((await c.request('join', { roomId: 'room-a' }, 'joinResponse')).data.success, true)
+      await flushPath(a, b)
+      await flushPath(outsider, a)
+      await a.request('ping', {}, 'pong')
+      t.same(relaysIn(b), [], 'the other room received nothing')
+      t.same(relaysIn(a), [], 'a peer never receives its own message, nor one from outside a room')
     })
 
     t.test('initiator-online and recipient-ready go to the others in the sender\'s room', async (t) => {
@@ -146,7 +156,13 @@ for (const mode of STORE_MODES) {
       t.equal((await b.request('recipient-ready', { roomId: 'elsewhere' }, 'error')).data.code, 'not_in_room')
       const loner = await connect(t, ws)
       t.equal((await loner.request('recipient-ready', { roomId: null }, 'error')).data.code, 'not_in_room', 'in no room at all')
-      await quietly(100)
+      // Markers on the paths from the senders to the other room (a → stranger,
+      // b → stranger) once the stranger is in theirs; an echo to a comes before its pong.
+      t.equal((await stranger.request('leave', { roomId: 'elsewhere' }, 'leaveResponse')).data.success, true)
+      t.equal((await stranger.request('join', { roomId: 'bc' }, 'joinResponse')).data.success, true)
+      await flushPath(a, stranger)
+      await flushPath(b, stranger)
+      await a.request('ping', {}, 'pong')
       t.equal(stranger.all('initiator-online').length + stranger.all('recipient-ready').length, 0, 'other rooms hear nothing')
       t.equal(a.all('initiator-online').length, 0, 'not echoed to the sender')
     })
@@ -217,6 +233,8 @@ for (const mode of STORE_MODES) {
       t.equal(a.ws.readyState, a.ws.OPEN, 'still open')
       b.send('offer', { peerId: a.peerId, offer: OFFER })
       t.same((await a.next('offer')).data.from, b.peerId, 'and still served')
+      // What a's frames leaked to b would be in before a's marker.
+      await flushPath(a, b)
       t.equal(b.all('error').length, 0, 'nothing leaked to the other member')
     })
 
