@@ -133,11 +133,21 @@ async function settle (peers: ChurnPeer[]): Promise<void> {
 }
 
 /**
- * Keeps every client connected until the instances that went away have
- * surely been cleaned up after (noticed dead, then the resume grace): a
- * peer-disconnected for a peer that resumed would show up by then.
+ * Keeps every client connected until the instances that went away have been
+ * cleaned up after: a peer-disconnected for a peer that resumed would show up
+ * by then. Cleanup ends with the instance's removal from the `instances` set
+ * (a drained instance with nothing left leaves it at once; a dead one is
+ * reaped after it was noticed and the resume grace).
  */
-async function outlastCleanup (lastFaultAt: number): Promise<void> {
+async function outlastCleanup (t: Test, redis: TestRedis, live: LiveSet, lastFaultAt: number): Promise<void> {
+  const limit = lastFaultAt + 2 * INSTANCE_DEAD_AFTER_MS + RESUME_GRACE_MS + 10_000 - Date.now()
+  const cleaned = await until(async () => {
+    const instances = await redis.client.zrange(`${redis.prefix}instances`, 0, -1)
+    return instances.every(id => live.names().includes(id.split('.')[0] as string))
+  }, Math.max(limit, 1000), 100)
+  t.ok(cleaned, 'every instance that went away was cleaned up after')
+  // Its notices are posted right after that removal, by another connection:
+  // give them the time the old fixed wait allowed as well.
   await sleep(Math.max(0, lastFaultAt + 2 * INSTANCE_DEAD_AFTER_MS + RESUME_GRACE_MS + 500 - Date.now()))
 }
 
@@ -178,7 +188,8 @@ t.test('rolling restart: every accepted message arrives once, in order', async (
   }
   for (const p of peers) p.stopStreaming()
   await settle(peers)
-  await outlastCleanup(lastFaultAt)
+  await outlastCleanup(t, redis, live, lastFaultAt)
+  await settle(peers)
 
   const r = tally(peers)
   t.comment(summary('rolling restart', r))
@@ -215,7 +226,8 @@ t.test('SIGKILL: only what was inside the dead process may be lost', async (t) =
   await sleep(3000)
   for (const p of peers) p.stopStreaming()
   await settle(peers)
-  await outlastCleanup(killAt)
+  await outlastCleanup(t, redis, live, killAt)
+  await settle(peers)
 
   // In flight at the crash, i.e. inside the dead process: frames of a pair
   // that passed through it (sender or target connected to it) and were sent
