@@ -34,6 +34,7 @@ export const ConfigSchema = Type.Object({
   KEY_PREFIX: Type.String({ default: '', maxLength: 64, description: 'Prepended to every Redis key and channel' }),
 
   CORS_ORIGIN: Type.String({ default: '*', description: 'Comma-separated allowed origins, or * for any' }),
+  CORS_CREDENTIALS: Type.Boolean({ default: false, description: 'Answer credentialed requests (fetch with credentials: "include"): Access-Control-Allow-Credentials with the requesting origin echoed; needs an explicit CORS_ORIGIN list (not *)' }),
   TRUST_PROXY: Type.String({ default: 'false', description: 'false | true | hop count | comma-separated proxy IPs/CIDRs whose X-Forwarded-For is believed' }),
   BODY_LIMIT_BYTES: Type.Integer({ minimum: 1024, default: 16384 }),
 
@@ -52,6 +53,7 @@ export const ConfigSchema = Type.Object({
   DOCS_ENABLED: Type.Boolean({ default: true, description: 'Swagger UI at /docs (/openapi.json is always served); defaults to false when NODE_ENV=production' }),
   DEMO_ENABLED: Type.Boolean({ default: true, description: 'File-transfer demo at /demo; defaults to false when NODE_ENV=production' }),
   LOGS_DEBUG_MAX_BYTES: Type.Integer({ minimum: 16, default: 2048 }),
+  LEGACY_LEAVE_ROOM: Type.Boolean({ default: false, description: 'POST /api/leave_room also accepts the old body { roomId, socketId } (socketId = peer id) without a token: whoever knows a peer id can make that peer leave' }),
 
   STUN_URLS: Type.String({ default: 'stun:stun.l.google.com:19302', description: 'Comma-separated STUN URLs; empty for none' }),
   TURN_URLS: Type.String({ default: '', description: 'Comma-separated TURN URLs; empty for none' }),

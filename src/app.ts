@@ -44,7 +44,8 @@ async function app (fastify: FastifyInstance, opts: AppOptions): Promise<void> {
   await fastify.register(storePlugin, { memoryStoreNow: opts.memoryStoreNow })
   await fastify.register(signalingPlugin)
   await fastify.register(cors, {
-    origin: allowedOrigins(fastify.config.CORS_ORIGIN),
+    origin: corsOrigin(fastify.config.CORS_ORIGIN, fastify.config.CORS_CREDENTIALS),
+    credentials: fastify.config.CORS_CREDENTIALS,
     methods: ['GET', 'POST']
   })
 
@@ -55,6 +56,21 @@ async function app (fastify: FastifyInstance, opts: AppOptions): Promise<void> {
   await fastify.register(apiRoutes, { prefix: '/api' })
   await fastify.register(wsRoutes)
   if (fastify.config.DEMO_ENABLED) await fastify.register(demoRoutes)
+}
+
+/**
+ * @fastify/cors's `origin`. With credentials, a callback: a foreign origin
+ * (or none) resolves to false, so the response carries no CORS headers at all
+ * (with a plain list the plugin would still send Allow-Credentials), and an
+ * allowed one is echoed exactly (checkConfig has already refused `*`).
+ */
+function corsOrigin (value: string, credentials: boolean) {
+  const origins = allowedOrigins(value)
+  if (!credentials || origins === true) return origins
+  const allowed = new Set(origins)
+  return (origin: string | undefined, cb: (err: Error | null, origin: string | false) => void): void => {
+    cb(null, origin !== undefined && allowed.has(origin) ? origin : false)
+  }
 }
 
 export const buildApp = fp(app, { name: 'privydrop-app', fastify: '5.x' })

@@ -83,6 +83,10 @@ export function loadConfig (source: EnvSource): Config {
 export function checkConfig (config: Config): void {
   redisWay(config)
   if (config.REDIS_SENTINELS !== undefined) sentinelList(config.REDIS_SENTINELS)
+  // Browsers refuse `*` with credentials; echoing any origin instead would let every site read answers.
+  if (config.CORS_CREDENTIALS && allowedOrigins(config.CORS_ORIGIN) === true) {
+    throw new Error('CORS_CREDENTIALS=true needs CORS_ORIGIN to list the allowed origins (not * or empty)')
+  }
 }
 
 /**
