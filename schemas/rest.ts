@@ -28,6 +28,22 @@ export const LeaveRoomBodySchema = Type.Object({
 })
 export type LeaveRoomBody = Static<typeof LeaveRoomBodySchema>
 
+/** The old web app's body, accepted only with LEGACY_LEAVE_ROOM: no token, the peer id alone. */
+export const LegacyLeaveRoomBodySchema = Type.Object({
+  roomId: RoomIdSchema,
+  socketId: Type.String({
+    pattern: PeerIdSchema.pattern,
+    minLength: 1,
+    maxLength: 64,
+    description: 'The peer id (where the old server had the Socket.IO socket id); accepted without a token'
+  })
+})
+export type LegacyLeaveRoomBody = Static<typeof LegacyLeaveRoomBodySchema>
+
+/** POST /api/leave_room's body with LEGACY_LEAVE_ROOM on. */
+export const LeaveRoomOrLegacyBodySchema = Type.Union([LeaveRoomBodySchema, LegacyLeaveRoomBodySchema])
+export type LeaveRoomOrLegacyBody = Static<typeof LeaveRoomOrLegacyBodySchema>
+
 export const TrackBodySchema = Type.Object({
   ref: Type.String({ minLength: 1, maxLength: 64, description: 'Referrer tag to count' }),
   timestamp: Type.Union([

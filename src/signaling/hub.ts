@@ -176,6 +176,30 @@ export function createSignalingHub (opts: HubOptions) {
     }
   }
 
+  /**
+   * Makes `peerId` leave `roomId` for a REST caller, here or on the instance
+   * that serves it (through the mesh); `proven` checks the caller's proof
+   * against the session's stored secret hash.
+   */
+  async function leaveOnBehalf (roomId: string, peerId: string, proven: (stored: Buffer | string) => boolean): Promise<LeaveWithTokenResult> {
+    const session = registry.get(peerId)
+    if (session !== undefined) {
+      if (session.ended || !proven(session.secretHash)) return 'forbidden'
+      if (session.roomId !== roomId) return 'not_in_room'
+      await leaveRoom(session)
+      return 'left'
+    }
+    const record = await mesh.readSession(peerId)
+    if (record === null || !proven(record.secret)) return 'forbidden'
+    if (record.room !== roomId) return 'not_in_room'
+    if (!await mesh.send(record.node, { kind: 'L', origin: self, peerId, roomId })) {
+      // Its instance is gone: end the session here, on that instance's behalf.
+      const ended = await mesh.endSession(peerId, roomId, record.node)
+      if (ended !== null) moves.gone([ended])
+    }
+    return 'left'
+  }
+
   function unfinishedLeave (roomId: string, peerId: string): void {
     if (unfinishedLeaves.size >= MAX_UNFINISHED_LEAVES) return // beyond this, the room's TTL cleans up
     unfinishedLeaves.set(`${roomId}\n${peerId}`, { roomId, peerId })
@@ -457,22 +481,17 @@ export function createSignalingHub (opts: HubOptions) {
     async leaveWithToken (roomId: string, peerId: string, token: string): Promise<LeaveWithTokenResult> {
       const parts = splitToken(token)
       if (parts === null || parts.peerId !== peerId) return 'forbidden'
-      const session = registry.forToken(token)
-      if (session !== undefined) {
-        if (session.roomId !== roomId) return 'not_in_room'
-        await leaveRoom(session)
-        return 'left'
-      }
-      if (registry.has(peerId)) return 'forbidden'
-      const record = await mesh.readSession(peerId)
-      if (record === null || !secretMatches(parts.secret, record.secret)) return 'forbidden'
-      if (record.room !== roomId) return 'not_in_room'
-      if (!await mesh.send(record.node, { kind: 'L', origin: self, peerId, roomId })) {
-        // Its instance is gone: end the session here, on that instance's behalf.
-        const ended = await mesh.endSession(peerId, roomId, record.node)
-        if (ended !== null) moves.gone([ended])
-      }
-      return 'left'
+      return await leaveOnBehalf(roomId, peerId, stored => secretMatches(parts.secret, stored))
+    },
+
+    /**
+     * POST /api/leave_room with the old body (LEGACY_LEAVE_ROOM): the same
+     * leave, wherever the peer is served, on the peer id alone. An unknown or
+     * ended peer is simply not in the room.
+     */
+    async leaveByPeerId (roomId: string, peerId: string): Promise<Exclude<LeaveWithTokenResult, 'forbidden'>> {
+      const result = await leaveOnBehalf(roomId, peerId, () => true)
+      return result === 'forbidden' ? 'not_in_room' : result
     },
 
     /** One heartbeat round: ping everyone, terminate whoever missed two pongs. */
