@@ -20,15 +20,30 @@ async function setup (t: Teardown, env: EnvSource = {}) {
   return { ...served, make, rest: createRestClient(served.http) }
 }
 
-/** Resolves with the arguments of the next `event` on the socket. */
-const next = (socket: Socket, event: string): Promise<any[]> => new Promise(resolve => socket.once(event, (...args: any[]) => resolve(args)))
+/** Resolves with the arguments of the next `event` on the socket; fails the test after 5 s, so a broken module fails fast. */
+const next = (socket: Socket, event: string, timeoutMs = 5000): Promise<any[]> => new Promise((resolve, reject) => {
+  const timer = setTimeout(() => {
+    socket.off(event, onEvent)
+    reject(new Error(`no ${event} within ${timeoutMs} ms`))
+  }, timeoutMs)
+  const onEvent = (...args: any[]) => {
+    clearTimeout(timer)
+    resolve(args)
+  }
+  socket.once(event, onEvent)
+})
 /** Resolves once the socket is connected (at once if it is). */
 const connected = async (socket: Socket) => { if (!socket.connected) await next(socket, 'connect') }
 /** The direct reply to a join emitted now, as the web app waits for it. */
 async function join (socket: Socket, roomId: string) {
-  const reply = new Promise<{ success: boolean, message: string, roomId: string, peers?: string[] }>(resolve => {
+  const reply = new Promise<{ success: boolean, message: string, roomId: string, peers?: string[] }>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      socket.off('joinResponse', onReply)
+      reject(new Error(`no joinResponse for ${roomId}`))
+    }, 5000)
     const onReply = (res: { success: boolean, message: string, roomId: string, peers?: string[] }) => {
       if (res.roomId !== roomId) return
+      clearTimeout(timer)
       socket.off('joinResponse', onReply)
       resolve(res)
     }
