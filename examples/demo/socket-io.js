@@ -205,8 +205,18 @@ socket.on('peer-disconnected', ({ peerId }) => {
   peers.delete(peerId)
 })
 
-/** Leaves through the WS `leave` message (the test calls it). */
-app.leave = () => {
-  socket.emit('leave', { roomId: app.roomId })
+/**
+ * Leaves as the web app does: POST /api/leave_room { roomId, socketId } with
+ * no token, answer ignored (the server needs LEGACY_LEAVE_ROOM=true). The test calls it.
+ */
+app.leave = async () => {
+  await fetch('/api/leave_room', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ roomId: app.roomId, socketId: socket.id }) }).catch(() => {})
   app.joined = false
 }
+
+/** Joins another room with the web app's joinRoom: resolves 'joined' or the refusal's message. */
+app.joinOther = (id) => joinRoom(id).then(() => {
+  app.roomId = id
+  app.joined = true
+  return 'joined'
+}, (err) => err.message)

@@ -13,7 +13,8 @@ import { startServer } from '../helpers/process'
  * then 1 MiB over an RTCDataChannel. Run inside netns-run.sh like transfer.test.ts.
  */
 
-const SERVER_ENV = { STUN_URLS: '', DISABLE_JOIN_RATE_LIMIT: 'true', LOG_LEVEL: 'warn', DEMO_ENABLED: 'true', RESUME_GRACE_MS: '10000' }
+// LEGACY_LEAVE_ROOM: the web app leaves with POST /api/leave_room { roomId, socketId }.
+const SERVER_ENV = { STUN_URLS: '', DISABLE_JOIN_RATE_LIMIT: 'true', LOG_LEVEL: 'warn', DEMO_ENABLED: 'true', RESUME_GRACE_MS: '10000', LEGACY_LEAVE_ROOM: 'true' }
 const ARTIFACTS = 'test/e2e/artifacts'
 
 let browser: Browser
@@ -83,10 +84,14 @@ async function transfer (t: Test, receiverExtra: string, shot: string) {
   t.equal(s.ids.length, 1)
   t.match(s.ids[0], /^[A-Za-z0-9_-]{16,}$/, 'socket.id is the server\'s peerId')
 
-  // Leaving through the WS `leave` message: the other page hears it.
-  await sender.evaluate(() => (globalThis as unknown as { app: { leave: () => void } }).app.leave())
+  // Leaving as the web app does (the legacy REST call): the other page hears it,
+  // and the initiator can join another room (no already_in_room).
+  await sender.evaluate(async () => { await (globalThis as unknown as { app: { leave: () => Promise<void> } }).app.leave() })
   await receiver.waitForFunction((id) => (globalThis as unknown as { app: AppState }).app.peersLeft.includes(id), s.ids[0] ?? '', { timeout: 10_000 })
   t.pass('the recipient got peer-disconnected for the initiator')
+  const { roomId: next } = await (await fetch(`${server.http}/api/get_room`)).json() as { roomId: string }
+  const joined = await sender.evaluate(async (id) => await (globalThis as unknown as { app: { joinOther: (id: string) => Promise<string> } }).app.joinOther(id), next)
+  t.equal(joined, 'joined', 'after the legacy leave the initiator joins another room')
   return { receiver: r, sender: s }
 }
 
