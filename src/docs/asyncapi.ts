@@ -78,14 +78,23 @@ export function messageSchemas (): Record<string, unknown> {
 /** One JSON Schema file (draft-07) for generators that take plain JSON Schema. */
 export function buildJsonSchemaBundle (): Record<string, unknown> {
   const definitions = messageSchemas()
-  const names = Object.keys(definitions)
+  const union = (names: string[]) => names.map(name => ({ $ref: `#/definitions/${name}` }))
+  // Two unions, one per direction: a client `offer` and a server `offer` share
+  // a type, so one union of both directions would match those frames twice.
+  const clientNames = Object.keys(ClientMessageSchemas).map(clientName)
+  const serverNames = Object.keys(ServerMessageSchemas).map(serverName)
   return {
     $schema: 'http://json-schema.org/draft-07/schema#',
     $id: 'https://privydrop.app/schemas/signaling-messages.json',
     title: 'SignalingMessage',
-    description: `Every frame of the PrivyDrop /ws protocol (version ${PROTOCOL_VERSION}): Client* go from browser to server, Server* from server to browser.`,
-    definitions: { ...definitions, ErrorCode: JSON.parse(JSON.stringify(ErrorCodeSchema)) },
-    oneOf: names.map(name => ({ $ref: `#/definitions/${name}` }))
+    description: `Every frame of the PrivyDrop /ws protocol (version ${PROTOCOL_VERSION}): a ClientMessage goes from browser to server, a ServerMessage from server to browser. Validate a frame against the union of its direction.`,
+    definitions: {
+      ...definitions,
+      ErrorCode: JSON.parse(JSON.stringify(ErrorCodeSchema)),
+      ClientMessage: { title: 'ClientMessage', description: 'A frame a browser sends (one per `type`).', oneOf: union(clientNames) },
+      ServerMessage: { title: 'ServerMessage', description: 'A frame the server sends (one per `type`).', oneOf: union(serverNames) }
+    },
+    anyOf: [{ $ref: '#/definitions/ClientMessage' }, { $ref: '#/definitions/ServerMessage' }]
   }
 }
 
