@@ -41,3 +41,10 @@ t.test('/openapi.json serves the committed document; Swagger UI follows DOCS_ENA
   t.equal((await prod.inject('/docs')).statusCode, 404, 'no Swagger UI in production by default')
   t.equal((await prod.inject('/openapi.json')).statusCode, 200)
 })
+
+t.test('openapi.json: every operation has its own operationId, so generated functions get real names', async (t) => {
+  const doc = JSON.parse(readFileSync('schemas/openapi.json', 'utf8')) as { paths: Record<string, Record<string, { operationId?: string }>> }
+  const ids = Object.entries(doc.paths).flatMap(([path, ops]) => Object.entries(ops).map(([method, op]) => ({ at: `${method.toUpperCase()} ${path}`, id: op.operationId })))
+  t.same(ids.filter(o => typeof o.id !== 'string' || !/^[a-z][A-Za-z]+$/.test(o.id)).map(o => o.at), [], 'each has a camelCase operationId')
+  t.equal(new Set(ids.map(o => o.id)).size, ids.length, 'no two share one')
+})

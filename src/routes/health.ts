@@ -12,12 +12,13 @@ const healthRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     version,
     environment: fastify.config.NODE_ENV
   })
-  const healthSchema = { schema: { tags: ['health'], summary: 'Liveness (never touches the store)', response: { 200: HealthResponseSchema } } }
-  fastify.get('/health', healthSchema, async () => health())
-  fastify.get('/api/health', healthSchema, async () => health())
+  const healthSchema = (operationId: string) => ({ schema: { operationId, tags: ['health'], summary: 'Liveness (never touches the store)', response: { 200: HealthResponseSchema } } })
+  fastify.get('/health', healthSchema('getHealth'), async () => health())
+  fastify.get('/api/health', healthSchema('getApiHealth'), async () => health())
 
   fastify.get('/ready', {
     schema: {
+      operationId: 'getReady',
       tags: ['health'],
       summary: 'Readiness: store reachable and not shutting down',
       response: { 200: ReadyResponseSchema, 503: ReadyResponseSchema }

@@ -7,6 +7,7 @@ const iceRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   const iceServers = createIceServers(fastify.config)
   fastify.get('/ice_servers', {
     schema: {
+      operationId: 'getIceServers',
       tags: ['ice'],
       summary: 'STUN/TURN servers for RTCPeerConnection',
       description: 'With TURN_SECRET configured, TURN entries carry ephemeral credentials (TURN REST API: username `<unix expiry>:<id>`, credential base64(HMAC-SHA1(secret, username))).',

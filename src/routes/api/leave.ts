@@ -27,6 +27,7 @@ const leaveRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
 
   fastify.post('/leave_room', {
     schema: {
+      operationId: 'leaveRoom',
       tags: ['rooms'],
       summary: 'Leave a room on behalf of a WebSocket session',
       description: legacy

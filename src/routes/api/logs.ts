@@ -7,6 +7,7 @@ const logsRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   const maxBytes = fastify.config.LOGS_DEBUG_MAX_BYTES
   fastify.post('/logs_debug', {
     schema: {
+      operationId: 'logsDebug',
       tags: ['tracking'],
       summary: 'Write a client debug line to the server log',
       description: 'Logged at debug level, truncated to LOGS_DEBUG_MAX_BYTES. 404 when LOGS_DEBUG_ENABLED is off (the default in production).',

@@ -18,6 +18,7 @@ const roomRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
 
   fastify.post('/create_room', {
     schema: {
+      operationId: 'createRoom',
       tags: ['rooms'],
       summary: 'Create a room with a chosen id',
       description: '`success:false` when a live room has the id, except for ids of 8 or more characters, which are idempotent (the room is kept and its TTL not refreshed).',
@@ -37,6 +38,7 @@ const roomRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
 
   fastify.get('/get_room', {
     schema: {
+      operationId: 'getRoom',
       tags: ['rooms'],
       summary: 'Generate and create a fresh room',
       description: '4 decimal digits while a free one is found within 10 tries, then 4 alphanumerics (50 tries), then longer ids. Never collides with a live room.',
@@ -50,6 +52,7 @@ const roomRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
 
   fastify.post('/check_room', {
     schema: {
+      operationId: 'checkRoom',
       tags: ['rooms'],
       summary: 'Check whether a room id is free',
       body: RoomBodySchema,

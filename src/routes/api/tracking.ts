@@ -6,6 +6,7 @@ import { utcDay } from '../../store/types'
 const trackingRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post('/set_track', {
     schema: {
+      operationId: 'setTrack',
       tags: ['tracking'],
       summary: 'Count a referrer for today',
       description: 'Increments `ref` in the referrer counts of the server\'s UTC day (kept 30 days).',
