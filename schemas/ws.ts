@@ -12,7 +12,7 @@ export const PROTOCOL_VERSION = 1
 
 /** 1–64 characters, none of them a control character: an id is echoed and must never alter framing. */
 export const CORRELATION_ID_PATTERN = '^[^\\u0000-\\u001F\\u007F]{1,64}$'
-export const CorrelationIdSchema = Type.String({ minLength: 1, maxLength: 64, pattern: CORRELATION_ID_PATTERN, description: 'Client correlation id (1–64 printable characters), echoed in the direct reply' })
+export const CorrelationIdSchema = Type.String({ title: 'CorrelationId', minLength: 1, maxLength: 64, pattern: CORRELATION_ID_PATTERN, description: 'Client correlation id (1–64 printable characters), echoed in the direct reply' })
 
 export const EnvelopeSchema = Type.Object({
   type: Type.String({ minLength: 1, maxLength: 64 }),
@@ -23,11 +23,20 @@ export type Envelope = Static<typeof EnvelopeSchema>
 
 // --- WebRTC payloads (shape and size checks only; never interpreted) ---
 
-export const SessionDescriptionSchema = Type.Object({
-  type: Type.Union([Type.Literal('offer'), Type.Literal('answer'), Type.Literal('pranswer'), Type.Literal('rollback')]),
-  sdp: Type.Optional(Type.String({ maxLength: 65536 }))
-}, { description: 'RTCSessionDescriptionInit' })
-export type SessionDescription = Static<typeof SessionDescriptionSchema>
+// An offer message carries an offer and an answer message an answer (or a
+// provisional one): RTCSessionDescriptionInit narrowed per message, so a
+// generated client cannot put one in place of the other.
+const Sdp = Type.Optional(Type.String({ maxLength: 65536, description: 'The SDP text (never read by the server)' }))
+export const OfferDescriptionSchema = Type.Object({
+  type: Type.Literal('offer'),
+  sdp: Sdp
+}, { title: 'OfferDescription', description: "RTCSessionDescriptionInit of type 'offer'" })
+export const AnswerDescriptionSchema = Type.Object({
+  type: Type.Union([Type.Literal('answer'), Type.Literal('pranswer')]),
+  sdp: Sdp
+}, { title: 'AnswerDescription', description: "RTCSessionDescriptionInit of type 'answer' or 'pranswer'" })
+export type OfferDescription = Static<typeof OfferDescriptionSchema>
+export type AnswerDescription = Static<typeof AnswerDescriptionSchema>
 
 const NullableString = (maxLength: number) => Type.Union([Type.String({ maxLength }), Type.Null()])
 export const IceCandidateSchema = Type.Object({
@@ -35,25 +44,28 @@ export const IceCandidateSchema = Type.Object({
   sdpMid: Type.Optional(NullableString(256)),
   sdpMLineIndex: Type.Optional(Type.Union([Type.Integer({ minimum: 0, maximum: 65535 }), Type.Null()])),
   usernameFragment: Type.Optional(NullableString(256))
-}, { description: 'RTCIceCandidateInit' })
+}, { title: 'IceCandidate', description: 'RTCIceCandidateInit' })
 export type IceCandidate = Static<typeof IceCandidateSchema>
 
 // --- Client → server ---
 
-const ClaimedFrom = Type.Optional(Type.Unknown({ description: 'Ignored: the server stamps the sender' }))
+// The web client also sends `from` (and `roomId` with offers, `peerId` with
+// recipient-ready); the server ignores them (it stamps the sender itself,
+// §3.3), so the published client schemas leave them out: unknown fields are
+// accepted and dropped, never forwarded.
+const MaybeCandidate = Type.Union([IceCandidateSchema, Type.Null()], { description: 'null ends the candidates' })
 
 export const ClientMessageSchemas = {
-  join: Type.Object({ roomId: RoomIdSchema }),
-  leave: Type.Object({ roomId: RoomIdSchema }),
-  offer: Type.Object({ peerId: PeerIdSchema, offer: SessionDescriptionSchema, from: ClaimedFrom, roomId: Type.Optional(Type.Unknown()) }),
-  answer: Type.Object({ peerId: PeerIdSchema, answer: SessionDescriptionSchema, from: ClaimedFrom }),
-  'ice-candidate': Type.Object({ peerId: PeerIdSchema, candidate: Type.Union([IceCandidateSchema, Type.Null()]), from: ClaimedFrom }),
-  'initiator-online': Type.Object({ roomId: RoomIdSchema }),
+  join: Type.Object({ roomId: RoomIdSchema }, { title: 'ClientJoinData' }),
+  leave: Type.Object({ roomId: RoomIdSchema }, { title: 'ClientLeaveData' }),
+  offer: Type.Object({ peerId: PeerIdSchema, offer: OfferDescriptionSchema }, { title: 'ClientOfferData', description: 'peerId: the target' }),
+  answer: Type.Object({ peerId: PeerIdSchema, answer: AnswerDescriptionSchema }, { title: 'ClientAnswerData', description: 'peerId: the target' }),
+  'ice-candidate': Type.Object({ peerId: PeerIdSchema, candidate: MaybeCandidate }, { title: 'ClientIceCandidateData', description: 'peerId: the target' }),
+  'initiator-online': Type.Object({ roomId: RoomIdSchema }, { title: 'ClientInitiatorOnlineData' }),
   'recipient-ready': Type.Object({
-    roomId: Type.Optional(Type.Union([RoomIdSchema, Type.Null()])),
-    peerId: Type.Optional(Type.Unknown({ description: 'Ignored: the server stamps the sender' }))
-  }),
-  ping: Type.Object({})
+    roomId: Type.Optional(Type.Union([RoomIdSchema, Type.Null()], { description: "null or absent before the client knows its room; when present, the sender's room" }))
+  }, { title: 'ClientRecipientReadyData' }),
+  ping: Type.Object({}, { title: 'ClientPingData' })
 } satisfies Record<string, TSchema>
 
 export type ClientMessageType = keyof typeof ClientMessageSchemas
@@ -72,48 +84,56 @@ export const ErrorCodeSchema = Type.Union([
   Type.Literal('already_in_room'),
   Type.Literal('rate_limited'),
   Type.Literal('unavailable')
-])
+], { title: 'ErrorCode', description: 'Error codes of error frames and joinResponse.code' })
 export type ErrorCode = Static<typeof ErrorCodeSchema>
 
 export const JoinFailureCodeSchema = Type.Union([
   Type.Literal('room_not_found'), Type.Literal('room_full'), Type.Literal('already_in_room'),
   Type.Literal('rate_limited'), Type.Literal('unavailable')
-])
+], { title: 'JoinFailureCode' })
+
+// The server builds every frame it sends from these fields alone, so its
+// payloads are closed (additionalProperties: false): a strict validator of
+// server frames catches any field the schema does not declare, and generators
+// emit plain interfaces without an index signature. Client payloads stay open:
+// the server ignores unknown fields (§3.4).
+const closed = { additionalProperties: false } as const
 
 export const ServerMessageSchemas = {
   welcome: Type.Object({
     peerId: PeerIdSchema,
-    protocol: Type.Literal(PROTOCOL_VERSION),
+    // `enum` beside `const`: some generators (Modelina) read a literal number only from an enum.
+    protocol: Type.Literal(PROTOCOL_VERSION, { enum: [PROTOCOL_VERSION] }),
     heartbeatMs: Type.Integer(),
     resumeToken: Type.String({ description: 'Secret; reconnect with /ws?resume=<token> to keep this identity' }),
     iceServers: Type.Array(IceServerSchema)
-  }),
+  }, { ...closed, title: 'ServerWelcomeData' }),
   joinResponse: Type.Object({
     success: Type.Boolean(),
     message: Type.String(),
     roomId: Type.String(),
     code: Type.Optional(JoinFailureCodeSchema),
     peerId: Type.Optional(PeerIdSchema),
-    peers: Type.Optional(Type.Array(PeerIdSchema))
-  }),
+    peers: Type.Optional(Type.Array(PeerIdSchema, { description: "On success: the other members' peer ids" }))
+  }, { ...closed, title: 'ServerJoinResponseData' }),
   leaveResponse: Type.Object({
     success: Type.Boolean(),
     roomId: Type.String(),
     code: Type.Optional(Type.Literal('not_in_room'))
-  }),
-  ready: Type.Object({ peerId: PeerIdSchema }),
-  offer: Type.Object({ offer: SessionDescriptionSchema, peerId: PeerIdSchema, from: PeerIdSchema }),
-  answer: Type.Object({ answer: SessionDescriptionSchema, peerId: PeerIdSchema, from: PeerIdSchema }),
-  'ice-candidate': Type.Object({ candidate: Type.Union([IceCandidateSchema, Type.Null()]), peerId: PeerIdSchema, from: PeerIdSchema }),
-  'initiator-online': Type.Object({ roomId: RoomIdSchema }),
-  'recipient-ready': Type.Object({ peerId: PeerIdSchema }),
-  'peer-disconnected': Type.Object({ peerId: PeerIdSchema }),
-  pong: Type.Object({}),
+  }, { ...closed, title: 'ServerLeaveResponseData' }),
+  ready: Type.Object({ peerId: PeerIdSchema }, { ...closed, title: 'ServerReadyData', description: 'peerId: who joined' }),
+  offer: Type.Object({ offer: OfferDescriptionSchema, peerId: PeerIdSchema, from: PeerIdSchema }, { ...closed, title: 'ServerOfferData', description: 'peerId and from: the authenticated sender' }),
+  answer: Type.Object({ answer: AnswerDescriptionSchema, peerId: PeerIdSchema, from: PeerIdSchema }, { ...closed, title: 'ServerAnswerData', description: 'peerId and from: the authenticated sender' }),
+  'ice-candidate': Type.Object({ candidate: MaybeCandidate, peerId: PeerIdSchema, from: PeerIdSchema }, { ...closed, title: 'ServerIceCandidateData', description: 'peerId and from: the authenticated sender' }),
+  'initiator-online': Type.Object({ roomId: RoomIdSchema }, { ...closed, title: 'ServerInitiatorOnlineData' }),
+  'recipient-ready': Type.Object({ peerId: PeerIdSchema }, { ...closed, title: 'ServerRecipientReadyData', description: 'peerId: the recipient that is ready' }),
+  'peer-disconnected': Type.Object({ peerId: PeerIdSchema }, { ...closed, title: 'ServerPeerDisconnectedData', description: 'peerId: who left' }),
+  pong: Type.Object({}, { ...closed, title: 'ServerPongData' }),
   error: Type.Object({
     code: ErrorCodeSchema,
     message: Type.String(),
-    type: Type.Optional(Type.String())
-  })
+    type: Type.Optional(Type.String({ description: 'The type of the message that failed, when known' }))
+  }, { ...closed, title: 'ServerErrorData' })
 } satisfies Record<string, TSchema>
 
 export type ServerMessageType = keyof typeof ServerMessageSchemas

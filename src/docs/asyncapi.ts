@@ -4,6 +4,7 @@ import {
   type ClientMessageType, type ServerMessageType
 } from '../../schemas/ws'
 import { version } from '../../package.json'
+import { plain, SchemaFactory, type Json } from './factor'
 
 /*
  * The /ws protocol as AsyncAPI 3.0 and as plain JSON Schema, generated from
@@ -51,89 +52,142 @@ const ERROR_CODE_DOCS = {
 }
 
 /** The envelope of one message as JSON Schema: { type: <literal>, data, id? }. */
-export function envelopeOf (type: string, data: TSchema, title: string, description: string, dataOptional = false): TSchema {
+export function envelopeOf (type: string, data: TSchema, title: string, description: string, options: { dataOptional?: boolean, closed?: boolean } = {}): TSchema {
   return Type.Object({
     type: Type.Literal(type),
-    data: dataOptional ? Type.Optional(data) : data,
+    data: options.dataOptional === true ? Type.Optional(data) : data,
     id: Type.Optional(CorrelationIdSchema)
-  }, { title, description })
+  }, { title, description, ...(options.closed === true && { additionalProperties: false }) })
 }
 
 const pascal = (s: string) => s.replace(/(^|-)(\w)/g, (_m, _d, c: string) => c.toUpperCase())
 export const clientName = (type: string) => `Client${pascal(type)}`
 export const serverName = (type: string) => `Server${pascal(type)}`
 
-/** Plain JSON (no TypeBox symbols) of every message envelope, by name. */
-export function messageSchemas (): Record<string, unknown> {
-  const out: Record<string, unknown> = {}
+/** Every message envelope (TypeBox, titled), by name: Client* from browsers, Server* from the server. */
+export function messageEnvelopes (): { client: Record<string, TSchema>, server: Record<string, TSchema> } {
+  const client: Record<string, TSchema> = {}
+  const server: Record<string, TSchema> = {}
   for (const [type, schema] of Object.entries(ClientMessageSchemas)) {
-    out[clientName(type)] = envelopeOf(type, schema, clientName(type), CLIENT_DOCS[type as ClientMessageType].summary, type === 'ping')
+    client[clientName(type)] = envelopeOf(type, schema, clientName(type), CLIENT_DOCS[type as ClientMessageType].summary, { dataOptional: type === 'ping' })
   }
   for (const [type, schema] of Object.entries(ServerMessageSchemas)) {
-    out[serverName(type)] = envelopeOf(type, schema, serverName(type), SERVER_DOCS[type as ServerMessageType])
+    server[serverName(type)] = envelopeOf(type, schema, serverName(type), SERVER_DOCS[type as ServerMessageType], { closed: true })
   }
-  return JSON.parse(JSON.stringify(out)) as Record<string, unknown>
+  return { client, server }
+}
+
+const UNION_DOCS = {
+  ClientMessage: 'A frame a browser sends: one message per `type`.',
+  ServerMessage: 'A frame the server sends: one message per `type`.'
+}
+
+/**
+ * Every named schema of the protocol, factored: the envelopes, their `data`
+ * payloads, the shared types they use, and the two unions (one per
+ * direction, discriminated on `type`: a client `offer` and a server `offer`
+ * share a type, so one union of both directions would match such frames twice).
+ */
+function protocolSchemas (refBase: string, discriminator?: Json): { schemas: Record<string, Json>, client: string[], server: string[] } {
+  const factory = new SchemaFactory(refBase)
+  const { client, server } = messageEnvelopes()
+  for (const schema of [...Object.values(client), ...Object.values(server)]) factory.factor(plain(schema))
+  factory.factor(plain(ErrorCodeSchema))
+  const union = (title: keyof typeof UNION_DOCS, names: string[]): void => {
+    factory.add(title, {
+      title,
+      description: UNION_DOCS[title],
+      oneOf: names.map(name => ({ $ref: refBase + name })),
+      ...(discriminator !== undefined && { discriminator })
+    })
+  }
+  union('ClientMessage', Object.keys(client))
+  union('ServerMessage', Object.keys(server))
+  return { schemas: factory.sorted(), client: Object.keys(client), server: Object.keys(server) }
 }
 
 /** One JSON Schema file (draft-07) for generators that take plain JSON Schema. */
 export function buildJsonSchemaBundle (): Record<string, unknown> {
-  const definitions = messageSchemas()
-  const union = (names: string[]) => names.map(name => ({ $ref: `#/definitions/${name}` }))
-  // Two unions, one per direction: a client `offer` and a server `offer` share
-  // a type, so one union of both directions would match those frames twice.
-  const clientNames = Object.keys(ClientMessageSchemas).map(clientName)
-  const serverNames = Object.keys(ServerMessageSchemas).map(serverName)
+  // draft-07 has no `discriminator` (an AsyncAPI/OpenAPI keyword): `type`'s const tells the members apart.
+  const { schemas: definitions } = protocolSchemas('#/definitions/')
   return {
     $schema: 'http://json-schema.org/draft-07/schema#',
     $id: 'https://privydrop.app/schemas/signaling-messages.json',
     title: 'SignalingMessage',
     description: `Every frame of the PrivyDrop /ws protocol (version ${PROTOCOL_VERSION}): a ClientMessage goes from browser to server, a ServerMessage from server to browser. Validate a frame against the union of its direction.`,
-    definitions: {
-      ...definitions,
-      ErrorCode: JSON.parse(JSON.stringify(ErrorCodeSchema)),
-      ClientMessage: { title: 'ClientMessage', description: 'A frame a browser sends (one per `type`).', oneOf: union(clientNames) },
-      ServerMessage: { title: 'ServerMessage', description: 'A frame the server sends (one per `type`).', oneOf: union(serverNames) }
-    },
+    definitions,
     anyOf: [{ $ref: '#/definitions/ClientMessage' }, { $ref: '#/definitions/ServerMessage' }]
   }
 }
 
-export function buildAsyncApi (): Record<string, unknown> {
-  const schemas = messageSchemas()
-  const messages: Record<string, unknown> = {}
-  const channelMessages: Record<string, unknown> = {}
-  const operations: Record<string, unknown> = {}
-  const ref = (name: string) => ({ $ref: `#/channels/signaling/messages/${name}` })
+/** Names a direct reply list: "Replies: joinResponse or error." */
+function replies (types: ServerMessageType[] | undefined): string {
+  return types === undefined ? '' : ` Direct reply: ${types.join(' or ')} (with this message's id).`
+}
 
-  for (const [name, payload] of Object.entries(schemas)) {
-    messages[name] = {
-      name,
-      title: name,
-      summary: (payload as { description: string }).description,
-      contentType: 'application/json',
-      payload
+/**
+ * AsyncAPI 3.0 (not 3.1: @asyncapi/modelina 5 takes 3.0 at most). The one
+ * socket is described as two channels on the same address, one per
+ * direction, each with one operation of the server carrying every message of
+ * that direction: generators that turn an operation's messages into a union
+ * (Modelina does) then name the two unions after the channels, ClientMessage
+ * and ServerMessage, like the unions in components.schemas.
+ */
+export function buildAsyncApi (): Record<string, unknown> {
+  const { schemas, client, server } = protocolSchemas('#/components/schemas/', 'type')
+  const messages: Record<string, unknown> = {}
+  const channelMessages = (names: string[]): Record<string, unknown> =>
+    Object.fromEntries(names.map(name => [name, { $ref: `#/components/messages/${name}` }]))
+  const operationMessages = (channel: string, names: string[]): unknown[] =>
+    names.map(name => ({ $ref: `#/channels/${channel}/messages/${name}` }))
+
+  const clientTypes = Object.keys(ClientMessageSchemas) as ClientMessageType[]
+  const serverTypes = Object.keys(ServerMessageSchemas) as ServerMessageType[]
+  for (const type of clientTypes) {
+    const name = clientName(type)
+    messages[name] = { name, title: name, summary: CLIENT_DOCS[type].summary + replies(CLIENT_DOCS[type].reply), contentType: 'application/json', payload: { $ref: `#/components/schemas/${name}` } }
+  }
+  for (const type of serverTypes) {
+    const name = serverName(type)
+    messages[name] = { name, title: name, summary: SERVER_DOCS[type], contentType: 'application/json', payload: { $ref: `#/components/schemas/${name}` } }
+  }
+  const wsBinding = {
+    ws: {
+      bindingVersion: '0.1.0',
+      query: { type: 'object', properties: { resume: { type: 'string', description: 'resumeToken from the last welcome' } } }
     }
-    channelMessages[name] = { $ref: `#/components/messages/${name}` }
+  }
+  const channels = {
+    clientMessage: {
+      address: '/ws',
+      title: 'ClientMessage',
+      description: 'The frames a browser sends on its WebSocket (a tab typically holds two: sending and receiving).',
+      messages: channelMessages(client),
+      bindings: wsBinding
+    },
+    serverMessage: {
+      address: '/ws',
+      title: 'ServerMessage',
+      description: 'The frames the server sends on the same WebSocket.',
+      messages: channelMessages(server),
+      bindings: wsBinding
+    }
   }
   // Operations are the server's: it receives what clients send and sends the rest.
-  for (const type of Object.keys(ClientMessageSchemas) as ClientMessageType[]) {
-    const doc = CLIENT_DOCS[type]
-    operations[`receive${pascal(type)}`] = {
+  const operations = {
+    receiveClientMessage: {
       action: 'receive',
-      channel: { $ref: '#/channels/signaling' },
-      summary: doc.summary,
-      messages: [ref(clientName(type))],
-      ...(doc.reply !== undefined && {
-        reply: { channel: { $ref: '#/channels/signaling' }, messages: doc.reply.map(r => ref(serverName(r))) }
-      })
-    }
-  }
-  for (const type of Object.keys(ServerMessageSchemas) as ServerMessageType[]) {
-    operations[`send${pascal(type)}`] = {
+      channel: { $ref: '#/channels/clientMessage' },
+      title: 'Receive a client message',
+      summary: 'Every frame a browser may send; each message says which direct reply it gets.',
+      messages: operationMessages('clientMessage', client)
+    },
+    sendServerMessage: {
       action: 'send',
-      channel: { $ref: '#/channels/signaling' },
-      summary: SERVER_DOCS[type],
-      messages: [ref(serverName(type))]
+      channel: { $ref: '#/channels/serverMessage' },
+      title: 'Send a server message',
+      summary: 'Every frame the server sends: welcome first, then replies and what other peers relay.',
+      messages: operationMessages('serverMessage', server)
     }
   }
 
@@ -154,24 +208,11 @@ export function buildAsyncApi (): Record<string, unknown> {
     servers: {
       local: { host: 'localhost:3001', protocol: 'ws', pathname: '/ws', description: 'A server started with npm start' }
     },
-    channels: {
-      signaling: {
-        address: '/ws',
-        title: 'Signaling',
-        description: 'The one WebSocket of a browser tab role (a tab typically holds two: sending and receiving).',
-        messages: channelMessages,
-        bindings: {
-          ws: {
-            bindingVersion: '0.1.0',
-            query: { type: 'object', properties: { resume: { type: 'string', description: 'resumeToken from the last welcome' } } }
-          }
-        }
-      }
-    },
+    channels,
     operations,
     components: {
-      messages,
-      schemas: { ErrorCode: { ...JSON.parse(JSON.stringify(ErrorCodeSchema)), description: 'Error codes of error frames and joinResponse.code' } }
+      schemas,
+      messages
     }
   }
 }

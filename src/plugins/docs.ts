@@ -2,11 +2,13 @@ import fp from 'fastify-plugin'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import { version } from '../../package.json'
+import { factorOpenApi } from '../docs/factor'
 
 export const OPENAPI_INFO = {
   title: 'PrivyDrop signaling server: REST API',
   version,
-  description: 'Rooms, ICE servers and health of the PrivyDrop signaling server. The WebSocket protocol on /ws is described by asyncapi.json.'
+  description: 'Rooms, ICE servers and health of the PrivyDrop signaling server. The WebSocket protocol on /ws is described by asyncapi.json.',
+  license: { name: 'MIT', identifier: 'MIT' }
 }
 
 /**
@@ -24,8 +26,16 @@ export default fp(async (fastify) => {
         { name: 'ice', description: 'STUN/TURN configuration for RTCPeerConnection' },
         { name: 'tracking', description: 'Referrer counts and client debug logs' },
         { name: 'health', description: 'Liveness and readiness probes' }
-      ]
-    }
+      ],
+      // Relative: the API is wherever this document was fetched from.
+      servers: [{ url: '/', description: 'The server that serves this document' }],
+      // Nothing needs credentials; leave_room authenticates with a token in its body.
+      security: []
+    },
+    // Titled schemas become components.schemas with $refs (src/docs/factor.ts).
+    transformObject: (documentObject) => 'openapiObject' in documentObject
+      ? factorOpenApi(documentObject.openapiObject as Parameters<typeof factorOpenApi>[0])
+      : documentObject.swaggerObject
   })
   fastify.get('/openapi.json', { schema: { hide: true } }, async () => fastify.swagger())
   if (fastify.config.DOCS_ENABLED) {

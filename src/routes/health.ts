@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { HealthResponseSchema, ReadyResponseSchema, type HealthResponse } from '../../schemas/rest'
+import { HealthResponseSchema, NotReadyResponseSchema, ReadyResponseSchema, type HealthResponse } from '../../schemas/rest'
+import { described } from '../../schemas/common'
 import { version } from '../../package.json'
 
 /** Liveness (never touches the store, so a Redis outage does not get instances killed) and readiness. */
@@ -12,7 +13,7 @@ const healthRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     version,
     environment: fastify.config.NODE_ENV
   })
-  const healthSchema = (operationId: string) => ({ schema: { operationId, tags: ['health'], summary: 'Liveness (never touches the store)', response: { 200: HealthResponseSchema } } })
+  const healthSchema = (operationId: string) => ({ schema: { operationId, tags: ['health'], summary: 'Liveness (never touches the store)', response: { 200: described(HealthResponseSchema, 'The process is alive') } } })
   fastify.get('/health', healthSchema('getHealth'), async () => health())
   fastify.get('/api/health', healthSchema('getApiHealth'), async () => health())
 
@@ -21,17 +22,17 @@ const healthRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       operationId: 'getReady',
       tags: ['health'],
       summary: 'Readiness: store reachable and not shutting down',
-      response: { 200: ReadyResponseSchema, 503: ReadyResponseSchema }
+      response: { 200: described(ReadyResponseSchema, 'Ready: send traffic here'), 503: described(NotReadyResponseSchema, 'Not ready: take this instance out of the load balancer') }
     }
   }, async (_request, reply) => {
     const shuttingDown = fastify.lifecycle.shuttingDown
     // In a cluster an instance that cannot hear the others is not ready either.
     const storeOk = await fastify.store.ping().then(() => fastify.signaling.reachable(), () => false)
     const ready = storeOk && !shuttingDown
-    return reply.status(ready ? 200 : 503).send({
-      status: ready ? 'ready' : 'unavailable',
-      checks: { store: storeOk ? 'ok' : 'fail', shutdown: shuttingDown ? 'fail' : 'ok' }
-    })
+    const checks = { store: storeOk ? 'ok' : 'fail', shutdown: shuttingDown ? 'fail' : 'ok' } as const
+    return ready
+      ? reply.status(200).send({ status: 'ready', checks })
+      : reply.status(503).send({ status: 'unavailable', checks })
   })
 }
 

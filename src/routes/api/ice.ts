@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { IceServersResponseSchema } from '../../../schemas/rest'
-import { errorResponses } from '../../../schemas/common'
+import { described, errorResponses, rateLimited } from '../../../schemas/common'
 import { createIceServers } from '../../services/ice'
 
 const iceRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
@@ -11,7 +11,7 @@ const iceRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       tags: ['ice'],
       summary: 'STUN/TURN servers for RTCPeerConnection',
       description: 'With TURN_SECRET configured, TURN entries carry ephemeral credentials (TURN REST API: username `<unix expiry>:<id>`, credential base64(HMAC-SHA1(secret, username))).',
-      response: { 200: IceServersResponseSchema, ...errorResponses(429) }
+      response: rateLimited({ 200: described(IceServersResponseSchema, 'The ICE servers to give RTCPeerConnection'), ...errorResponses(429, 500) })
     }
   }, async (_request, reply) => {
     // Credentials are per request and expire: never let a cache hand them to someone else.

@@ -1,7 +1,7 @@
 import createError from '@fastify/error'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { LeaveRoomBodySchema, LeaveRoomOrLegacyBodySchema, SuccessMessageSchema, type LeaveRoomBody, type LeaveRoomOrLegacyBody } from '../../../schemas/rest'
-import { errorResponses } from '../../../schemas/common'
+import { BODY_ERRORS, described, errorResponses, rateLimited } from '../../../schemas/common'
 
 const ForbiddenError = createError('PRIVYDROP_FORBIDDEN', 'Unknown peer or wrong session token', 403)
 
@@ -36,7 +36,7 @@ const leaveRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       consumes: ['application/json', 'text/plain'],
       // Only a server that takes the old body says so in its schema.
       body: legacy ? LeaveRoomOrLegacyBodySchema : LeaveRoomBodySchema,
-      response: { 200: SuccessMessageSchema, ...errorResponses(400, 403, 429, 503) }
+      response: rateLimited({ 200: described(SuccessMessageSchema, 'Left (or, with the legacy body, `success:false` for an unknown peer)'), ...errorResponses(...BODY_ERRORS, 403, 429, 500, 503) })
     }
   }, async (request) => {
     const body: LeaveRoomOrLegacyBody = request.body

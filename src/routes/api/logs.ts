@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { LogsDebugBodySchema, SuccessSchema } from '../../../schemas/rest'
-import { errorResponses } from '../../../schemas/common'
+import { BODY_ERRORS, described, errorResponses, rateLimited } from '../../../schemas/common'
 
 /** Browser debug lines, written to the server log at debug level. Registered only when LOGS_DEBUG_ENABLED. */
 const logsRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
@@ -12,7 +12,7 @@ const logsRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       summary: 'Write a client debug line to the server log',
       description: 'Logged at debug level, truncated to LOGS_DEBUG_MAX_BYTES. 404 when LOGS_DEBUG_ENABLED is off (the default in production).',
       body: LogsDebugBodySchema,
-      response: { 200: SuccessSchema, ...errorResponses(400, 429) }
+      response: rateLimited({ 200: described(SuccessSchema, 'Logged'), ...errorResponses(...BODY_ERRORS, 404, 429, 500) })
     }
   }, async (request) => {
     const { message, timestamp } = request.body

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { CheckRoomResponseSchema, GetRoomResponseSchema, RoomBodySchema, SuccessMessageSchema } from '../../../schemas/rest'
-import { errorResponses } from '../../../schemas/common'
+import { BODY_ERRORS, described, errorResponses, rateLimited } from '../../../schemas/common'
 import { generateRoomId } from '../../services/room-ids'
 
 /** Ids this long are chosen by users to share (e.g. a team room): creating one that exists is not an error. */
@@ -23,7 +23,7 @@ const roomRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       summary: 'Create a room with a chosen id',
       description: '`success:false` when a live room has the id, except for ids of 8 or more characters, which are idempotent (the room is kept and its TTL not refreshed).',
       body: RoomBodySchema,
-      response: { 200: SuccessMessageSchema, ...errorResponses(400, 429, 503) }
+      response: rateLimited({ 200: described(SuccessMessageSchema, 'Created, kept, or taken (`success:false`)'), ...errorResponses(...BODY_ERRORS, 429, 500, 503) })
     }
   }, async (request) => {
     const { roomId } = request.body
@@ -42,7 +42,7 @@ const roomRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       tags: ['rooms'],
       summary: 'Generate and create a fresh room',
       description: '4 decimal digits while a free one is found within 10 tries, then 4 alphanumerics (50 tries), then longer ids. Never collides with a live room.',
-      response: { 200: GetRoomResponseSchema, ...errorResponses(429, 503) }
+      response: rateLimited({ 200: described(GetRoomResponseSchema, 'A new room, created'), ...errorResponses(429, 500, 503) })
     }
   }, async (request) => {
     const roomId = await generateRoomId((id) => store.createRoom(id))
@@ -56,7 +56,7 @@ const roomRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       tags: ['rooms'],
       summary: 'Check whether a room id is free',
       body: RoomBodySchema,
-      response: { 200: CheckRoomResponseSchema, ...errorResponses(400, 429, 503) }
+      response: rateLimited({ 200: described(CheckRoomResponseSchema, 'Whether the id is free'), ...errorResponses(...BODY_ERRORS, 429, 500, 503) })
     }
   }, async (request) => {
     return { available: !(await store.roomExists(request.body.roomId)) }

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { SuccessSchema, TrackBodySchema } from '../../../schemas/rest'
-import { errorResponses } from '../../../schemas/common'
+import { BODY_ERRORS, described, errorResponses, rateLimited } from '../../../schemas/common'
 import { utcDay } from '../../store/types'
 
 const trackingRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
@@ -11,7 +11,7 @@ const trackingRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       summary: 'Count a referrer for today',
       description: 'Increments `ref` in the referrer counts of the server\'s UTC day (kept 30 days).',
       body: TrackBodySchema,
-      response: { 200: SuccessSchema, ...errorResponses(400, 429, 503) }
+      response: rateLimited({ 200: described(SuccessSchema, 'Counted'), ...errorResponses(...BODY_ERRORS, 429, 500, 503) })
     }
   }, async (request) => {
     // The client's timestamp is not trusted: counts go to the server's day.
