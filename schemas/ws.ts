@@ -102,8 +102,9 @@ const closed = { additionalProperties: false } as const
 export const ServerMessageSchemas = {
   welcome: Type.Object({
     peerId: PeerIdSchema,
-    // `enum` beside `const`: some generators (Modelina) read a literal number only from an enum.
-    protocol: Type.Literal(PROTOCOL_VERSION, { enum: [PROTOCOL_VERSION] }),
+    // A one-value enum rather than TypeBox's Literal (`const`): generators
+    // turn a numeric const into plain `number` (Modelina, quicktype), an enum into `1`.
+    protocol: Type.Unsafe<typeof PROTOCOL_VERSION>({ title: 'ProtocolVersion', type: 'integer', enum: [PROTOCOL_VERSION] }),
     heartbeatMs: Type.Integer(),
     resumeToken: Type.String({ description: 'Secret; reconnect with /ws?resume=<token> to keep this identity' }),
     iceServers: Type.Array(IceServerSchema)

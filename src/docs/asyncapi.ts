@@ -52,10 +52,10 @@ const ERROR_CODE_DOCS = {
 }
 
 /** The envelope of one message as JSON Schema: { type: <literal>, data, id? }. */
-export function envelopeOf (type: string, data: TSchema, title: string, description: string, options: { dataOptional?: boolean, closed?: boolean } = {}): TSchema {
+export function envelopeOf (type: string, data: TSchema | null, title: string, description: string, options: { closed?: boolean } = {}): TSchema {
   return Type.Object({
     type: Type.Literal(type),
-    data: options.dataOptional === true ? Type.Optional(data) : data,
+    ...(data !== null && { data }),
     id: Type.Optional(CorrelationIdSchema)
   }, { title, description, ...(options.closed === true && { additionalProperties: false }) })
 }
@@ -69,7 +69,10 @@ export function messageEnvelopes (): { client: Record<string, TSchema>, server: 
   const client: Record<string, TSchema> = {}
   const server: Record<string, TSchema> = {}
   for (const [type, schema] of Object.entries(ClientMessageSchemas)) {
-    client[clientName(type)] = envelopeOf(type, schema, clientName(type), CLIENT_DOCS[type as ClientMessageType].summary, { dataOptional: type === 'ping' })
+    // A ping carries nothing: `data` may be absent or {} (§3.2), so the
+    // published ping has none, rather than an empty open object that
+    // generators turn into a map.
+    client[clientName(type)] = envelopeOf(type, type === 'ping' ? null : schema, clientName(type), CLIENT_DOCS[type as ClientMessageType].summary)
   }
   for (const [type, schema] of Object.entries(ServerMessageSchemas)) {
     server[serverName(type)] = envelopeOf(type, schema, serverName(type), SERVER_DOCS[type as ServerMessageType], { closed: true })
@@ -88,28 +91,34 @@ const UNION_DOCS = {
  * direction, discriminated on `type`: a client `offer` and a server `offer`
  * share a type, so one union of both directions would match such frames twice).
  */
-function protocolSchemas (refBase: string, discriminator?: Json): { schemas: Record<string, Json>, client: string[], server: string[] } {
+export function protocolSchemas (refBase: string, style: 'asyncapi' | 'openapi' | 'json-schema'): { schemas: Record<string, Json>, client: string[], server: string[] } {
   const factory = new SchemaFactory(refBase)
   const { client, server } = messageEnvelopes()
   for (const schema of [...Object.values(client), ...Object.values(server)]) factory.factor(plain(schema))
   factory.factor(plain(ErrorCodeSchema))
-  const union = (title: keyof typeof UNION_DOCS, names: string[]): void => {
+  const union = (title: keyof typeof UNION_DOCS, types: string[], nameOf: (type: string) => string): void => {
+    // AsyncAPI's discriminator is the property name; OpenAPI's an object with
+    // the mapping; draft-07 has none (`type`'s const tells the members apart).
+    const discriminator = style === 'asyncapi'
+      ? 'type'
+      : style === 'openapi'
+        ? { propertyName: 'type', mapping: Object.fromEntries(types.map(type => [type, refBase + nameOf(type)])) }
+        : undefined
     factory.add(title, {
       title,
       description: UNION_DOCS[title],
-      oneOf: names.map(name => ({ $ref: refBase + name })),
+      oneOf: types.map(type => ({ $ref: refBase + nameOf(type) })),
       ...(discriminator !== undefined && { discriminator })
     })
   }
-  union('ClientMessage', Object.keys(client))
-  union('ServerMessage', Object.keys(server))
+  union('ClientMessage', Object.keys(ClientMessageSchemas), clientName)
+  union('ServerMessage', Object.keys(ServerMessageSchemas), serverName)
   return { schemas: factory.sorted(), client: Object.keys(client), server: Object.keys(server) }
 }
 
 /** One JSON Schema file (draft-07) for generators that take plain JSON Schema. */
 export function buildJsonSchemaBundle (): Record<string, unknown> {
-  // draft-07 has no `discriminator` (an AsyncAPI/OpenAPI keyword): `type`'s const tells the members apart.
-  const { schemas: definitions } = protocolSchemas('#/definitions/')
+  const { schemas: definitions } = protocolSchemas('#/definitions/', 'json-schema')
   return {
     $schema: 'http://json-schema.org/draft-07/schema#',
     $id: 'https://privydrop.app/schemas/signaling-messages.json',
@@ -134,7 +143,7 @@ function replies (types: ServerMessageType[] | undefined): string {
  * and ServerMessage, like the unions in components.schemas.
  */
 export function buildAsyncApi (): Record<string, unknown> {
-  const { schemas, client, server } = protocolSchemas('#/components/schemas/', 'type')
+  const { schemas, client, server } = protocolSchemas('#/components/schemas/', 'asyncapi')
   const messages: Record<string, unknown> = {}
   const channelMessages = (names: string[]): Record<string, unknown> =>
     Object.fromEntries(names.map(name => [name, { $ref: `#/components/messages/${name}` }]))

@@ -69,10 +69,12 @@ export function plain (value: unknown): Json {
 
 /**
  * OpenAPI 3.1: every titled schema of request bodies, parameters, responses
- * and response headers moves to components.schemas.
+ * and response headers moves to components.schemas, beside `extra`.
  */
-export function factorOpenApi (doc: JsonObject): JsonObject {
+export function factorOpenApi (doc: JsonObject, extra: Record<string, Json> = {}): JsonObject {
   const factory = new SchemaFactory('#/components/schemas/')
+  // Named schemas no path uses (the /ws messages), checked against the paths' own.
+  for (const [name, schema] of Object.entries(extra)) factory.add(name, schema)
   // Response headers (the rate limiter's) are declared once, by name.
   const headers = new SchemaFactory('#/components/headers/')
   const mediaMap = (content: Json | undefined): void => {

@@ -3,11 +3,12 @@ import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import { version } from '../../package.json'
 import { factorOpenApi } from '../docs/factor'
+import { protocolSchemas } from '../docs/asyncapi'
 
 export const OPENAPI_INFO = {
   title: 'PrivyDrop signaling server: REST API',
   version,
-  description: 'Rooms, ICE servers and health of the PrivyDrop signaling server. The WebSocket protocol on /ws is described by asyncapi.json.',
+  description: 'Rooms, ICE servers and health of the PrivyDrop signaling server. The WebSocket protocol on /ws is described by asyncapi.json; its frame types are also in components.schemas here (ClientMessage, ServerMessage and one schema per message) for OpenAPI client generators.',
   license: { name: 'MIT', identifier: 'MIT' }
 }
 
@@ -33,8 +34,11 @@ export default fp(async (fastify) => {
       security: []
     },
     // Titled schemas become components.schemas with $refs (src/docs/factor.ts).
+    // The /ws messages are there too, though no REST path uses them, so that
+    // OpenAPI generators (openapi-typescript, @hey-api/openapi-ts) give a
+    // client the frame types as well; asyncapi.json describes the protocol.
     transformObject: (documentObject) => 'openapiObject' in documentObject
-      ? factorOpenApi(documentObject.openapiObject as Parameters<typeof factorOpenApi>[0])
+      ? factorOpenApi(documentObject.openapiObject as Parameters<typeof factorOpenApi>[0], protocolSchemas('#/components/schemas/', 'openapi').schemas)
       : documentObject.swaggerObject
   })
   fastify.get('/openapi.json', { schema: { hide: true } }, async () => fastify.swagger())
