@@ -1,5 +1,7 @@
 import t from 'tap'
 import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { spawnSync } from 'node:child_process'
 import { generateSchemaFiles } from '../src/docs/generate'
 import { buildTestApp } from './helper'
 
@@ -46,4 +48,15 @@ t.test('openapi.json: every operation has its own operationId, so generated func
   const ids = Object.entries(doc.paths).flatMap(([path, ops]) => Object.entries(ops).map(([method, op]) => ({ at: `${method.toUpperCase()} ${path}`, id: op.operationId })))
   t.same(ids.filter(o => typeof o.id !== 'string' || !/^[a-z][A-Za-z]+$/.test(o.id)).map(o => o.at), [], 'each has a camelCase operationId')
   t.equal(new Set(ids.map(o => o.id)).size, ids.length, 'no two share one')
+})
+
+t.test('the schema files are published through the package exports', async (t) => {
+  // A consumer generates from the installed package: privydrop-signaling/schemas/<name>.json.
+  for (const name of ['openapi.json', 'asyncapi.json', 'messages.schema.json']) {
+    t.equal(require.resolve(`privydrop-signaling/schemas/${name}`), join(process.cwd(), 'schemas', name), `${name} resolves by package name`)
+  }
+  t.throws(() => require.resolve('privydrop-signaling/schemas/ws.ts'), { code: 'ERR_PACKAGE_PATH_NOT_EXPORTED' }, 'the TypeBox sources are not part of the API')
+  const pack = spawnSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { encoding: 'utf8' })
+  const files = (JSON.parse(pack.stdout) as Array<{ files: Array<{ path: string }> }>)[0]?.files.map(f => f.path) ?? []
+  for (const name of ['openapi.json', 'asyncapi.json', 'messages.schema.json']) t.ok(files.includes(`schemas/${name}`), `schemas/${name} is in the package`)
 })
