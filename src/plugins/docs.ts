@@ -2,6 +2,8 @@ import fp from 'fastify-plugin'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import { version } from '../../package.json'
+import { buildAsyncApi } from '../docs/asyncapi'
+import docsWs from './docs-ws'
 
 export const OPENAPI_INFO = {
   title: 'PrivyDrop signaling server: REST API',
@@ -11,8 +13,10 @@ export const OPENAPI_INFO = {
 
 /**
  * OpenAPI 3.1 built from the live route schemas (the same TypeBox schemas
- * that validate and serialize), served at /openapi.json; Swagger UI at /docs
- * when DOCS_ENABLED. Registered before the routes so it sees all of them.
+ * that validate and serialize), served at /openapi.json, and the AsyncAPI
+ * document of /ws at /asyncapi.json; when DOCS_ENABLED, Swagger UI at /docs
+ * and the AsyncAPI viewer at /docs/ws. Registered before the routes so it
+ * sees all of them.
  */
 export default fp(async (fastify) => {
   await fastify.register(swagger, {
@@ -28,7 +32,11 @@ export default fp(async (fastify) => {
     }
   })
   fastify.get('/openapi.json', { schema: { hide: true } }, async () => fastify.swagger())
+  // Built once: it depends only on the message schemas, never on config.
+  const asyncApi = buildAsyncApi()
+  fastify.get('/asyncapi.json', { schema: { hide: true } }, async () => asyncApi)
   if (fastify.config.DOCS_ENABLED) {
     await fastify.register(swaggerUi, { routePrefix: '/docs' })
+    await fastify.register(docsWs)
   }
 }, { name: 'docs', fastify: '5.x', dependencies: ['config'] })
