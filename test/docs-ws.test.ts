@@ -59,6 +59,11 @@ t.test('/asyncapi.json always serves the committed document, which OpenAPI does 
   }
 })
 
+t.test('Swagger UI\'s description links to /docs/ws', async (t) => {
+  const app = await buildTestApp(t, { DOCS_ENABLED: 'true' })
+  t.match((await app.inject('/openapi.json')).json().info.description, /\]\(\/docs\/ws\)/)
+})
+
 t.test('with DOCS_ENABLED=false, /docs/ws and its files are 404', async (t) => {
   const app = await buildTestApp(t, { DOCS_ENABLED: 'false' })
   for (const url of ['/docs/ws', '/docs/ws/asyncapi-standalone.js', '/docs/ws/asyncapi.css', '/docs/ws/viewer.js', '/docs']) {

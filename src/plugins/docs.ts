@@ -3,12 +3,13 @@ import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import { version } from '../../package.json'
 import { buildAsyncApi } from '../docs/asyncapi'
-import docsWs from './docs-ws'
+import docsWs, { DOCS_WS_PATH } from './docs-ws'
 
 export const OPENAPI_INFO = {
   title: 'PrivyDrop signaling server: REST API',
   version,
-  description: 'Rooms, ICE servers and health of the PrivyDrop signaling server. The WebSocket protocol on /ws is described by asyncapi.json.'
+  // Markdown: Swagger UI renders the links, so /docs leads to the /ws viewer.
+  description: `Rooms, ICE servers and health of the PrivyDrop signaling server. The WebSocket protocol on /ws is described by [asyncapi.json](/asyncapi.json), browsable at [${DOCS_WS_PATH}](${DOCS_WS_PATH}) when the server's docs are on.`
 }
 
 /**

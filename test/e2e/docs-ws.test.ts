@@ -87,3 +87,23 @@ t.test('/docs/ws renders every message of asyncapi.json from this server alone, 
   t.same(failed, [], 'every request succeeded')
   t.same(errors, [], 'no script errors, console errors or CSP violations')
 })
+
+t.test('Swagger UI at /docs links to /docs/ws, and the link leads there', async (t) => {
+  const server = await startServer(t, SERVER_ENV)
+  const context = await browser.newContext()
+  t.teardown(() => context.close())
+  const page = await context.newPage()
+  const requests: string[] = []
+  context.on('request', (request) => { requests.push(request.url()) })
+
+  await page.goto(`${server.http}/docs`)
+  // Swagger UI renders info.description (markdown) once it has loaded /docs/json.
+  const link = page.locator('.swagger-ui .info a[href="/docs/ws"]')
+  await link.waitFor({ timeout: 30_000 })
+  // Swagger UI opens description links in a new tab (target=_blank).
+  const [viewer] = await Promise.all([context.waitForEvent('page'), link.click()])
+  await viewer.waitForURL(`${server.http}/docs/ws`)
+  await viewer.locator('a[href="/docs"]').waitFor()
+  t.pass('the link opened the AsyncAPI viewer')
+  t.same(requests.filter(url => !LOOPBACK.has(new URL(url).hostname) && !url.startsWith('data:')), [], 'no request left loopback')
+})
