@@ -4,10 +4,15 @@ import type { FastifyPluginAsync } from 'fastify'
 import fastifyStatic from '@fastify/static'
 import { packageRoot } from '../paths'
 
+/** The files of examples/generated-client that make the page (not its sources or generated code). */
+const GENERATED_CLIENT_PAGE = new Set(['/', '/index.html', '/app.js', '/app.js.map'])
+
 /**
  * GET /demo/: a two-tab file transfer over WebRTC, negotiated through /ws with
- * the typed client (served from the build at /demo/lib/). Registered only when
- * DEMO_ENABLED.
+ * the typed client (served from the build at /demo/lib/). GET
+ * /demo/generated-client/: the page written against @hey-api/openapi-ts's
+ * output, once npm run example:generated-client has built it. Registered only
+ * when DEMO_ENABLED.
  */
 const demoRoutes: FastifyPluginAsync = async (fastify) => {
   const root = packageRoot()
@@ -18,6 +23,14 @@ const demoRoutes: FastifyPluginAsync = async (fastify) => {
   fastify.get('/demo', { schema: { hide: true } }, (_request, reply) => reply.redirect('/demo/', 301))
   await fastify.register(fastifyStatic, { root: join(root, 'examples', 'demo'), prefix: '/demo/', decorateReply: false })
   await fastify.register(fastifyStatic, { root: clientDir, prefix: '/demo/lib/', decorateReply: false, allowedPath: (path) => path.endsWith('.mjs') || path.endsWith('.map') })
+
+  const generatedClientDir = join(root, 'examples', 'generated-client')
+  if (!existsSync(join(generatedClientDir, 'app.js'))) {
+    fastify.log.warn('demo: examples/generated-client/app.js is missing (run npm run example:generated-client); /demo/generated-client/ is not served')
+    return
+  }
+  fastify.get('/demo/generated-client', { schema: { hide: true } }, (_request, reply) => reply.redirect('/demo/generated-client/', 301))
+  await fastify.register(fastifyStatic, { root: generatedClientDir, prefix: '/demo/generated-client/', decorateReply: false, allowedPath: (path) => GENERATED_CLIENT_PAGE.has(path) })
 }
 
 export default demoRoutes
