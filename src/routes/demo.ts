@@ -26,7 +26,8 @@ const demoRoutes: FastifyPluginAsync = async (fastify) => {
 
   const generatedClientDir = join(root, 'examples', 'generated-client')
   if (!existsSync(join(generatedClientDir, 'app.js'))) {
-    fastify.log.warn('demo: examples/generated-client/app.js is missing (run npm run example:generated-client); /demo/generated-client/ is not served')
+    // An optional example: not built is normal, so not a warning.
+    fastify.log.info('demo: examples/generated-client/app.js is missing (run npm run example:generated-client); /demo/generated-client/ is not served')
     return
   }
   fastify.get('/demo/generated-client', { schema: { hide: true } }, (_request, reply) => reply.redirect('/demo/generated-client/', 301))

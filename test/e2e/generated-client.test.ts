@@ -45,8 +45,8 @@ t.teardown(() => browser?.close())
 removeOutputs()
 t.teardown(removeOutputs)
 
-t.test('without a build, the server warns and does not serve /demo/generated-client/', async (t) => {
-  const server = await startServer(t, SERVER_ENV)
+t.test('without a build, the server says so and does not serve /demo/generated-client/', async (t) => {
+  const server = await startServer(t, { ...SERVER_ENV, LOG_LEVEL: 'info' })
   t.equal((await fetch(`${server.http}/demo/generated-client/`)).status, 404)
   t.match(server.output(), /examples\/generated-client\/app\.js is missing \(run npm run example:generated-client\)/)
 })
