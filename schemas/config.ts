@@ -28,6 +28,7 @@ export const ConfigSchema = Type.Object({
   REDIS_SENTINELS: Type.Optional(Type.String({ minLength: 1, description: 'Comma-separated host:port of Redis Sentinels: the primary is found (and followed through a failover) by asking them; instead of REDIS_URL/REDIS_HOST' })),
   REDIS_SENTINEL_NAME: Type.String({ minLength: 1, default: 'mymaster', description: 'The monitored primary\'s name in Sentinel' }),
   REDIS_SENTINEL_PASSWORD: Type.Optional(Type.String({ description: 'Password of the Sentinels themselves (REDIS_PASSWORD is the primary\'s)' })),
+  REDIS_CLUSTER_NODES: Type.Optional(Type.String({ minLength: 1, description: 'Comma-separated host:port of Redis Cluster nodes (seeds; the rest is discovered): keys of one room share a slot, instance channels use sharded pub/sub; instead of REDIS_URL/REDIS_HOST/REDIS_SENTINELS' })),
   REDIS_CONNECT_TIMEOUT_MS: Type.Integer({ minimum: 100, default: 2000, description: 'Connect and per-command timeout; a request fails with 503 after at most about this long when Redis is unreachable' }),
   REDIS_HEALTH_INTERVAL_MS: Type.Integer({ minimum: 100, default: 1000, description: 'Redis health check (TIME) interval; a Redis that stops answering is failed fast (503, `unavailable`) from the first timeout until a check passes' }),
   REDIS_MAX_WRITE_BUFFER_BYTES: Type.Integer({ minimum: 65536, default: 16777216, description: 'Bytes waiting to be written to Redis beyond which new operations fail fast instead of queueing' }),

@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util'
 import pino from 'pino'
 import { loadConfig, readProcessEnv } from '../config'
-import { createRedisClient, redisConfigured } from '../redis/client'
+import { clusterConfigured, createRedisClient, redisConfigured } from '../redis/client'
 import { readReferrerCounts } from '../store/redis'
 import { utcDay } from '../store/types'
 
@@ -36,7 +36,7 @@ async function main (): Promise<number> {
   if (values.format !== 'json' && values.format !== 'csv') throw new Error('--format must be json or csv')
 
   const config = loadConfig(readProcessEnv())
-  if (!redisConfigured(config)) throw new Error('set REDIS_URL (or REDIS_HOST, or REDIS_SENTINELS): referrer counts are only kept in Redis across restarts')
+  if (!redisConfigured(config)) throw new Error('set REDIS_URL (or REDIS_HOST, REDIS_SENTINELS or REDIS_CLUSTER_NODES): referrer counts are only kept in Redis across restarts')
 
   const log = pino({ level: 'warn' }, pino.destination(2))
   const redis = createRedisClient(config, log, 'export')
@@ -46,7 +46,7 @@ async function main (): Promise<number> {
       ? [values.date]
       : Array.from({ length: days }, (_, i) => utcDay(Date.now() - i * 86_400_000))
     const result: Record<string, Record<string, number>> = {}
-    for (const day of dayList) result[day] = await readReferrerCounts(redis, config.KEY_PREFIX, day)
+    for (const day of dayList) result[day] = await readReferrerCounts(redis, config.KEY_PREFIX, day, clusterConfigured(config))
 
     if (values.format === 'json') {
       process.stdout.write(JSON.stringify(result, null, 2) + '\n')

@@ -1,7 +1,8 @@
-import type { Redis } from 'ioredis'
-import { instanceRecordTtlS, pairs, redisKeys } from '../redis/keys'
+import type { RedisClient } from '../redis/client'
+import { instanceRecordTtlS, redisKeys } from '../redis/keys'
 import type { RedisLink } from '../redis/link'
 import type { EndedSession } from '../signaling/mesh'
+import type { Member } from '../store/types'
 import type { Logger } from '../signaling/types'
 
 /*
@@ -27,16 +28,19 @@ export interface MeshSettings {
 }
 
 export interface LivenessOptions extends MeshSettings {
-  redis: Redis & { pdEndSession: EndSessionCommand }
+  redis: RedisClient
+  /** Redis Cluster: the instances set and an instance's peer set are in different slots. */
+  cluster: boolean
+  /** Ends a session if `owner` still owns it (the mesh's endSession). */
+  endSession: (peerId: string, owner: string) => Promise<{ roomId: string, remaining: Member[] } | null>
   /** Sessions of a dead instance that were ended after the grace: tell their rooms. */
   onSessionsEnded: (ended: EndedSession[]) => void
 }
 
-export type EndSessionCommand = (session: string, parked: string, instance: string, prefix: string, emptyTtl: number, peerId: string, deadline: number) => Promise<[string, string[]] | null>
 
 export function createLiveness (opts: LivenessOptions) {
   const { redis } = opts
-  const keys = redisKeys(opts.keyPrefix)
+  const keys = redisKeys(opts.keyPrefix, opts.cluster)
   const heartbeatMs = Math.max(100, Math.floor(opts.deadAfterMs / 3))
   const reapTimers = new Set<NodeJS.Timeout>()
   /** Since when our own Redis link has been up: reaping waits a full window after an outage. */
@@ -49,11 +53,9 @@ export function createLiveness (opts: LivenessOptions) {
     const now = Date.now()
     const ttlS = instanceRecordTtlS(opts)
     // GT: a beat delayed on a hung connection never overwrites a newer one.
-    await redis.multi()
-      .zadd(keys.instancesKey, 'GT', now, opts.node)
-      .expire(keys.instancesKey, ttlS)
-      .expire(keys.ownedKey(opts.node), ttlS)
-      .exec()
+    // (A transaction only within a slot: on a cluster the peer set is elsewhere.)
+    await redis.multi().zadd(keys.instancesKey, 'GT', now, opts.node).expire(keys.instancesKey, ttlS).exec()
+    await redis.expire(keys.ownedKey(opts.node), ttlS)
     // Only judge others once our own view has been continuous for a full
     // window: after an outage everyone's heartbeat is stale for a moment.
     if (healthySince === null || now - healthySince < opts.deadAfterMs) return
@@ -76,10 +78,10 @@ export function createLiveness (opts: LivenessOptions) {
     const peerIds = await redis.smembers(keys.ownedKey(instance))
     const ended: EndedSession[] = []
     for (const peerId of peerIds) {
-      const reply = await redis.pdEndSession(keys.sessionKey(peerId), keys.parkedKey(peerId), instance, opts.keyPrefix, opts.roomEmptyTtlS, peerId, opts.link.deadline())
-      if (reply !== null && reply[0] !== '') ended.push({ peerId, roomId: reply[0], remaining: pairs(reply[1]) })
+      const reply = await opts.endSession(peerId, instance)
+      if (reply !== null && reply.roomId !== '') ended.push({ peerId, ...reply })
     }
-    await redis.multi().del(keys.ownedKey(instance)).zrem(keys.instancesKey, instance).del(keys.reapKey(instance)).exec()
+    await Promise.all([redis.del(keys.ownedKey(instance)), redis.zrem(keys.instancesKey, instance), redis.del(keys.reapKey(instance))])
     opts.log.info({ instance, sessions: peerIds.length, inRooms: ended.length }, 'dead instance cleaned up')
     if (ended.length > 0) opts.onSessionsEnded(ended)
   }
@@ -106,7 +108,7 @@ export function createLiveness (opts: LivenessOptions) {
       reapTimers.clear()
       await opts.link.run(async () => {
         if (sessionsLeft) await redis.zadd(keys.instancesKey, 0, opts.node)
-        else await redis.multi().zrem(keys.instancesKey, opts.node).del(keys.ownedKey(opts.node)).exec()
+        else await Promise.all([redis.zrem(keys.instancesKey, opts.node), redis.del(keys.ownedKey(opts.node))])
       }).catch(() => {})
     }
   }

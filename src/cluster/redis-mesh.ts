@@ -1,9 +1,15 @@
-import type { Redis } from 'ioredis'
-import { CLAIM_SESSION, END_SESSION, PARK_HANDOVER, PUBLISH_FRESH, ROTATE_SECRET, instanceRecordTtlS, pairs, redisKeys } from '../redis/keys'
+import type { RedisClient } from '../redis/client'
+import {
+  CLAIM_SESSION, CLUSTER_CLAIM_ROOM, CLUSTER_CLAIM_SESSION, CLUSTER_END_SESSION, CLUSTER_PUBLISH_FRESH, END_SESSION, PARK_HANDOVER, PUBLISH_FRESH, ROTATE_SECRET,
+  instanceRecordTtlS, pairs, redisKeys
+} from '../redis/keys'
+import { defineClusterCommands } from '../store/redis'
+import { Cluster } from 'ioredis'
 import type { RedisLink } from '../redis/link'
 import type { Handover, Mesh, MeshEvents } from '../signaling/mesh'
+import type { Member } from '../store/types'
 import { decodeBus, encodeBus } from './codec'
-import { createLiveness, type EndSessionCommand, type MeshSettings } from './liveness'
+import { createLiveness, type MeshSettings } from './liveness'
 
 /*
  * The mesh over one Redis: each instance subscribes to its own channel
@@ -16,17 +22,23 @@ import { createLiveness, type EndSessionCommand, type MeshSettings } from './liv
  */
 
 // The last argument of every script is the write's deadline (RedisLink.deadline()).
-interface MeshRedis extends Redis {
+type MeshRedis = RedisClient & {
   pdClaimSession (session: string, parked: string, expected: string, hash: string, instance: string, prefix: string, ttl: number, peerId: string, ownedTtl: number, deadline: number): Promise<[string, string, string[], number, string[]] | null>
-  pdEndSession: EndSessionCommand
+  pdEndSession (session: string, parked: string, instance: string, prefix: string, emptyTtl: number, peerId: string, deadline: number): Promise<[string, string[]] | null>
   pdPark (session: string, parked: string, owner: string, ttl: number, handover: string, deadline: number): Promise<string | null>
   pdRotate (session: string, hash: string, deadline: number): Promise<number>
   pdPublish (channel: string, payload: string, deadline: number): Promise<number>
+  // Redis Cluster: one slot per script (src/redis/keys.ts).
+  pdcClaimSession (session: string, parked: string, expected: string, hash: string, instance: string, ttl: number, deadline: number): Promise<[string, string, number, string[]] | null>
+  pdcClaimRoom (peers: string, peerId: string, instance: string, deadline: number): Promise<string[] | null>
+  pdcEndSession (session: string, parked: string, binding: string, instance: string, deadline: number): Promise<string | null>
+  pdcLeaveRoom (room: string, sockets: string, peers: string, peerId: string, emptyTtl: number, deadline: number): Promise<[number, string[]]>
+  pdcOwn (owned: string, peerId: string, ttl: number | '', deadline: number): Promise<number>
 }
 
 export interface RedisMeshOptions extends MeshSettings {
-  redis: Redis
-  subscriber: Redis
+  redis: RedisClient
+  subscriber: RedisClient
   /** The command connection's circuit breaker: every call goes through it. */
   link: RedisLink
 }
@@ -48,7 +60,15 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
   redis.defineCommand('pdEndSession', { numberOfKeys: 2, lua: END_SESSION })
   redis.defineCommand('pdPark', { numberOfKeys: 2, lua: PARK_HANDOVER })
   redis.defineCommand('pdRotate', { numberOfKeys: 1, lua: ROTATE_SECRET })
-  redis.defineCommand('pdPublish', { numberOfKeys: 1, lua: PUBLISH_FRESH })
+  const cluster = opts.redis instanceof Cluster
+  // Sharded pub/sub on a cluster (SPUBLISH): a message crosses only its channel's shard.
+  redis.defineCommand('pdPublish', { numberOfKeys: 1, lua: cluster ? CLUSTER_PUBLISH_FRESH : PUBLISH_FRESH })
+  if (cluster) {
+    defineClusterCommands(redis)
+    redis.defineCommand('pdcClaimSession', { numberOfKeys: 2, lua: CLUSTER_CLAIM_SESSION })
+    redis.defineCommand('pdcClaimRoom', { numberOfKeys: 1, lua: CLUSTER_CLAIM_ROOM })
+    redis.defineCommand('pdcEndSession', { numberOfKeys: 3, lua: CLUSTER_END_SESSION })
+  }
   const { link } = opts
   /** Every failure of the mesh becomes one typed error (a relay answers `unavailable`, REST 503). */
   const guard = <T>(op: () => Promise<T>): Promise<T> => link.run(op)
@@ -56,19 +76,56 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
   const ownedTtlS = instanceRecordTtlS(opts)
 
   const p = opts.keyPrefix
-  const keys = redisKeys(p)
+  const keys = redisKeys(p, cluster)
   const ownChannel = keys.channel(opts.node)
   let events: MeshEvents | null = null
   let subscribed = false
   let stopping = false
 
+  /** Ends a session if `owner` owns it; null when it does not (or no longer exists). */
+  async function endSession (peerId: string, owner: string): Promise<{ roomId: string, remaining: Member[] } | null> {
+    if (!cluster) {
+      const reply = await redis.pdEndSession(keys.sessionKey(peerId), keys.parkedKey(peerId), owner, p, opts.roomEmptyTtlS, peerId, deadline())
+      return reply === null ? null : { roomId: reply[0], remaining: pairs(reply[1]) }
+    }
+    // The session first: once it is gone nobody can resume it, and the room follows.
+    const room = await redis.pdcEndSession(keys.sessionKey(peerId), keys.parkedKey(peerId), keys.bindingKey(peerId), owner, deadline())
+    if (room === null) return null
+    await redis.pdcOwn(keys.ownedKey(owner), peerId, '', deadline())
+    if (room === '') return { roomId: '', remaining: [] }
+    const [, remaining] = await redis.pdcLeaveRoom(keys.roomKey(room), keys.socketsKey(room), keys.peersKey(room), peerId, opts.roomEmptyTtlS, deadline())
+    return { roomId: room, remaining: pairs(remaining) }
+  }
+
+  /**
+   * A claim on a cluster: the session moves first (the secret check decides),
+   * then the instances' peer sets, then the room's route to the peer.
+   */
+  async function clusterClaim (peerId: string, expectedHash: string, newHash: string) {
+    const reply = await redis.pdcClaimSession(keys.sessionKey(peerId), keys.parkedKey(peerId), expectedHash, newHash, opts.node, opts.sessionTtlS, deadline())
+    if (reply === null) return null
+    const [previous, room, epoch, parked] = reply
+    await Promise.all([
+      redis.pdcOwn(keys.ownedKey(previous), peerId, '', deadline()),
+      redis.pdcOwn(keys.ownedKey(opts.node), peerId, ownedTtlS, deadline())
+    ])
+    const members = room === '' ? null : await redis.pdcClaimRoom(keys.peersKey(room), peerId, opts.node, deadline())
+    return { previous, roomId: members === null ? null : room, members: pairs(members ?? []), epoch: Number(epoch), parked: mergeParked(parked) }
+  }
+
   const liveness = createLiveness({
     ...opts,
     redis,
+    cluster,
+    endSession,
     onSessionsEnded: (ended) => events?.sessionsEnded(ended)
   })
 
-  opts.subscriber.on('message', (channel: string, payload: string) => {
+  // Sharded pub/sub on a cluster: SSUBSCRIBE, and messages arrive as 'smessage'.
+  const subscriber = opts.subscriber
+  const subscribeOwn = (): Promise<unknown> => subscriber instanceof Cluster ? subscriber.ssubscribe(ownChannel) : subscriber.subscribe(ownChannel)
+  const unsubscribeOwn = (): Promise<unknown> => subscriber instanceof Cluster ? subscriber.sunsubscribe(ownChannel) : subscriber.unsubscribe(ownChannel)
+  subscriber.on(subscriber instanceof Cluster ? 'smessage' : 'message', (channel: string, payload: string) => {
     if (channel !== ownChannel || events === null) return
     const msg = decodeBus(payload)
     if (msg === null) opts.log.warn('dropped a malformed message from another instance')
@@ -78,7 +135,7 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
   // once succeeded, and a first attempt fails while Redis is unreachable.
   const subscribe = (): void => {
     if (stopping) return
-    opts.subscriber.subscribe(ownChannel).then(() => { subscribed = !stopping }, (err: unknown) => {
+    subscribeOwn().then(() => { subscribed = !stopping }, (err: unknown) => {
       opts.log.warn({ err }, 'could not subscribe to this instance\'s channel yet; retrying on reconnect')
     })
   }
@@ -96,7 +153,7 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
     async start (handlers) {
       events = handlers
       if (opts.subscriber.status === 'ready') {
-        await opts.subscriber.subscribe(ownChannel).then(() => { subscribed = true }, () => {})
+        await subscribeOwn().then(() => { subscribed = true }, () => {})
       }
       liveness.start()
     },
@@ -110,6 +167,7 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
     }),
 
     claimSession: (peerId, expectedHash, newHash) => guard(async () => {
+      if (cluster) return await clusterClaim(peerId, expectedHash, newHash)
       const reply = await redis.pdClaimSession(keys.sessionKey(peerId), keys.parkedKey(peerId), expectedHash, newHash, opts.node, p, opts.sessionTtlS, peerId, ownedTtlS, deadline())
       if (reply === null) return null
       const [previous, room, members, epoch, parked] = reply
@@ -119,9 +177,8 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
     rotateSecret: (peerId, newHash) => guard(async () => { await redis.pdRotate(keys.sessionKey(peerId), newHash, deadline()) }),
 
     endSession: (peerId, _roomId, owner = opts.node) => guard(async () => {
-      const reply = await redis.pdEndSession(keys.sessionKey(peerId), keys.parkedKey(peerId), owner, p, opts.roomEmptyTtlS, peerId, deadline())
-      if (reply === null) return null
-      return { peerId, roomId: reply[0], remaining: pairs(reply[1]) }
+      const ended = await endSession(peerId, owner)
+      return ended === null ? null : { peerId, ...ended }
     }),
 
     ownerOf: (peerId) => guard(async () => await redis.hget(keys.sessionKey(peerId), 'instance')),
@@ -138,7 +195,7 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
       stopping = true
       subscribed = false
       // Messages published before the unsubscribe took effect arrive before its reply.
-      await opts.subscriber.unsubscribe(ownChannel).catch(() => {})
+      await unsubscribeOwn().catch(() => {})
     },
 
     async leave (sessionsLeft) {

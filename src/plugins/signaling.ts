@@ -1,11 +1,10 @@
 import fp from 'fastify-plugin'
 import { Counter, Gauge, Histogram } from 'prom-client'
-import type { Redis } from 'ioredis'
 import { createSignalingHub } from '../signaling/hub'
 import type { SignalingMetrics } from '../signaling/types'
 import { createLocalMesh, type Mesh } from '../signaling/mesh'
 import { createRedisMesh } from '../cluster/redis-mesh'
-import { createRedisClient } from '../redis/client'
+import { createRedisClient, type RedisClient } from '../redis/client'
 import { createIceServers } from '../services/ice'
 import type { ErrorCode } from '../../schemas/ws'
 
@@ -70,7 +69,7 @@ export default fp(async (fastify) => {
   // connection cannot run commands) and the mesh on top. Alone: a LocalMesh.
   const node = fastify.lifecycle.instanceId
   let mesh: Mesh
-  let subscriber: Redis | undefined
+  let subscriber: RedisClient | undefined
   if (fastify.redis !== null && fastify.redisLink !== null) {
     subscriber = createRedisClient(config, fastify.log, 'subscriber')
     await subscriber.connect().catch(() => { /* it keeps retrying; /ready reports the store */ })

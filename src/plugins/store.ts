@@ -1,9 +1,8 @@
 import fp from 'fastify-plugin'
-import type { Redis } from 'ioredis'
 import type { Config } from '../../schemas/config'
 import { createMemoryStore } from '../store/memory'
 import { createRedisStore } from '../store/redis'
-import { createRedisClient, redisConfigured } from '../redis/client'
+import { clusterConfigured, createRedisClient, redisConfigured, type RedisClient } from '../redis/client'
 import { RedisLink } from '../redis/link'
 import { instanceRecordTtlS } from '../redis/keys'
 import type { Store, StoreLimits } from '../store/types'
@@ -12,7 +11,7 @@ declare module 'fastify' {
   interface FastifyInstance {
     store: Store
     /** The command connection in Redis mode, null on the in-memory store. */
-    redis: Redis | null
+    redis: RedisClient | null
     /** Its circuit breaker: whatever uses `redis` goes through it (null on the in-memory store). */
     redisLink: RedisLink | null
   }
@@ -68,10 +67,11 @@ export default fp<StorePluginOptions>(async (fastify, opts) => {
     redis,
     link,
     keyPrefix: config.KEY_PREFIX,
+    cluster: clusterConfigured(config),
     ownedTtlS: instanceRecordTtlS({ deadAfterMs: config.INSTANCE_DEAD_AFTER_MS, resumeGraceMs: config.RESUME_GRACE_MS, sessionTtlS: config.ROOM_TTL_S })
   })
   fastify.decorate('store', store)
-  fastify.decorate('redis', redis)
+  fastify.decorate<RedisClient | null>('redis', redis)
   fastify.decorate('redisLink', link)
   fastify.addHook('onClose', async () => {
     link.stop()

@@ -1,27 +1,35 @@
-import { Redis, type RedisOptions } from 'ioredis'
+import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Config } from '../../schemas/config'
 
-const WAYS = ['REDIS_URL', 'REDIS_HOST', 'REDIS_SENTINELS'] as const
+const WAYS = ['REDIS_URL', 'REDIS_HOST', 'REDIS_SENTINELS', 'REDIS_CLUSTER_NODES'] as const
+
+/** One Redis (direct or through Sentinel) or a Redis Cluster: the commands this server uses are the same. */
+export type RedisClient = Redis | Cluster
 
 /** The one way Redis is configured, or null for the in-memory store. Throws when several are set. */
 export function redisWay (config: Config): typeof WAYS[number] | null {
   const set = WAYS.filter(way => config[way] !== undefined)
-  if (set.length > 1) throw new Error(`configure Redis one way only: ${set.join(' and ')} are both set (REDIS_URL, REDIS_HOST or REDIS_SENTINELS)`)
+  if (set.length > 1) throw new Error(`configure Redis one way only: ${set.join(' and ')} are both set (REDIS_URL, REDIS_HOST, REDIS_SENTINELS or REDIS_CLUSTER_NODES)`)
   return set[0] ?? null
 }
 
-/** Whether the config selects Redis (REDIS_URL, REDIS_HOST as older deployments set it, or REDIS_SENTINELS). */
+/** Whether the config selects Redis (REDIS_URL, REDIS_HOST as older deployments set it, REDIS_SENTINELS or REDIS_CLUSTER_NODES). */
 export function redisConfigured (config: Config): boolean {
   return redisWay(config) !== null
 }
 
-/** REDIS_SENTINELS as ioredis wants them; throws on an entry that is not host:port. */
-export function sentinelList (value: string): Array<{ host: string, port: number }> {
+/** Whether the config selects Redis Cluster (hash-tagged keys, sharded pub/sub). */
+export function clusterConfigured (config: Config): boolean {
+  return config.REDIS_CLUSTER_NODES !== undefined
+}
+
+/** REDIS_SENTINELS or REDIS_CLUSTER_NODES as ioredis wants them; throws on an entry that is not host:port. */
+export function sentinelList (value: string, variable = 'REDIS_SENTINELS'): Array<{ host: string, port: number }> {
   return value.split(',').map(s => s.trim()).filter(Boolean).map((entry) => {
     const match = /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(entry)
     const port = Number(match?.[2])
-    if (match === null || port < 1 || port > 65535) throw new Error(`REDIS_SENTINELS: "${entry}" is not host:port`)
+    if (match === null || port < 1 || port > 65535) throw new Error(`${variable}: "${entry}" is not host:port`)
     return { host: (match[1] as string).replace(/^\[|\]$/g, ''), port }
   })
 }
@@ -32,7 +40,7 @@ export function sentinelList (value: string): Array<{ host: string, port: number
  * (a hung Redis cannot hang a request), and endless reconnects with a capped
  * backoff. Callers turn failures into 503s.
  */
-export function createRedisClient (config: Config, log: FastifyBaseLogger, role: string): Redis {
+export function createRedisClient (config: Config, log: FastifyBaseLogger, role: string): RedisClient {
   const options: RedisOptions = {
     lazyConnect: true,
     connectTimeout: config.REDIS_CONNECT_TIMEOUT_MS,
@@ -52,8 +60,23 @@ export function createRedisClient (config: Config, log: FastifyBaseLogger, role:
     autoPipeliningIgnoredCommands: ['time', 'ping'],
     connectionName: `privydrop:${role}`
   }
-  let client: Redis
-  if (config.REDIS_SENTINELS !== undefined) {
+  let client: RedisClient
+  if (config.REDIS_CLUSTER_NODES !== undefined) {
+    const { lazyConnect: _lazy, enableOfflineQueue, enableAutoPipelining, autoPipeliningIgnoredCommands, ...nodeOptions } = options
+    const clusterOptions: ClusterOptions = {
+      lazyConnect: true,
+      enableOfflineQueue,
+      enableAutoPipelining,
+      autoPipeliningIgnoredCommands,
+      // Writes and reads go to the primaries: a replica may lag behind a join.
+      scaleReads: 'master',
+      // The instance channels are sharded (SSUBSCRIBE): one subscriber per shard.
+      shardedSubscribers: role === 'subscriber',
+      clusterRetryStrategy: (times) => Math.min(times * 100, 1000),
+      redisOptions: { ...nodeOptions, password: config.REDIS_PASSWORD }
+    }
+    client = new Cluster(sentinelList(config.REDIS_CLUSTER_NODES, 'REDIS_CLUSTER_NODES'), clusterOptions)
+  } else if (config.REDIS_SENTINELS !== undefined) {
     client = new Redis({
       ...options,
       sentinels: sentinelList(config.REDIS_SENTINELS),

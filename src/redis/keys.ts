@@ -202,24 +202,135 @@ return 1`)
 export const PUBLISH_FRESH = fresh(`
 return redis.call('PUBLISH', KEYS[1], ARGV[1])`)
 
-/** Every key name of the Redis data model, under one prefix. */
-export function redisKeys (prefix: string) {
+/**
+ * Every key name of the Redis data model, under one prefix. On Redis Cluster
+ * the names carry hash tags, so that the keys one script touches share a
+ * slot: a room's three keys hash on the room id, a peer's binding, session
+ * and parked handovers on the peer id, an instance's peer set and channel on
+ * the instance id. On one Redis the names stay as they are.
+ */
+export function redisKeys (prefix: string, cluster = false) {
+  const tag = cluster ? (id: string) => `{${id}}` : (id: string) => id
   return {
-    roomKey: (roomId: string) => `${prefix}room:${roomId}`,
-    socketsKey: (roomId: string) => `${prefix}room:${roomId}:sockets`,
-    peersKey: (roomId: string) => `${prefix}room:${roomId}:peers`,
-    bindingKey: (peerId: string) => `${prefix}socket:${peerId}`,
-    sessionKey: (peerId: string) => `${prefix}session:${peerId}`,
-    parkedKey: (peerId: string) => `${prefix}session:${peerId}:parked`,
+    roomKey: (roomId: string) => `${prefix}room:${tag(roomId)}`,
+    socketsKey: (roomId: string) => `${prefix}room:${tag(roomId)}:sockets`,
+    peersKey: (roomId: string) => `${prefix}room:${tag(roomId)}:peers`,
+    bindingKey: (peerId: string) => `${prefix}socket:${tag(peerId)}`,
+    sessionKey: (peerId: string) => `${prefix}session:${tag(peerId)}`,
+    parkedKey: (peerId: string) => `${prefix}session:${tag(peerId)}:parked`,
     /** The sessions an instance owns (for cleaning up after it). */
-    ownedKey: (instance: string) => `${prefix}instance:${instance}:peers`,
-    channel: (instance: string) => `${prefix}instance:${instance}`,
+    ownedKey: (instance: string) => `${prefix}instance:${tag(instance)}:peers`,
+    /** Sharded pub/sub on a cluster: the channel lives on its instance's slot. */
+    channel: (instance: string) => `${prefix}instance:${tag(instance)}`,
     instancesKey: `${prefix}instances`,
     reapKey: (instance: string) => `${prefix}reap:${instance}`,
     joinLimitKey: (ip: string) => `${prefix}ratelimit:join:${ip}`,
     referrersKey: (day: string) => `${prefix}referrers:daily:${day}`
   }
 }
+
+// --- Redis Cluster: one slot per script ---------------------------------------
+//
+// On a cluster a script may only touch keys of one slot, so the steps that
+// span a room, a peer and an instance on one Redis run there as one script
+// per slot, in an order that leaves nothing a reader would act on when a
+// later step fails (src/store/redis.ts and src/cluster/redis-mesh.ts say how).
+
+// KEYS: room, sockets, peers. ARGV: peerId, max, ttl, instance, deadline.
+export const CLUSTER_JOIN_ROOM = fresh(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 'room_not_found'} end
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 and redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[2]) then
+  return {0, 'room_full'}
+end
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+return {1, redis.call('HGETALL', KEYS[3])}`)
+
+// KEYS: binding, session. ARGV: roomId, ttl, instance, secret hash ('' = keep none), deadline.
+export const CLUSTER_BIND_PEER = fresh(`
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if ARGV[4] ~= '' then
+  redis.call('HSET', KEYS[2], 'secret', ARGV[4], 'room', ARGV[1], 'instance', ARGV[3])
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+end
+return 1`)
+
+// KEYS: binding, session. ARGV: roomId, deadline. The peer's side of a leave.
+export const CLUSTER_UNBIND_PEER = fresh(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if redis.call('HGET', KEYS[2], 'room') == ARGV[1] then redis.call('HSET', KEYS[2], 'room', '') end
+return 1`)
+
+// KEYS: room, sockets, peers. ARGV: peerId, emptyTtl, deadline.
+// Returns { removed, flat remaining peers }.
+export const CLUSTER_LEAVE_ROOM = fresh(`
+redis.call('HDEL', KEYS[3], ARGV[1])
+local removed = redis.call('SREM', KEYS[2], ARGV[1])
+if removed == 1 and redis.call('SCARD', KEYS[2]) == 0 and redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+return {removed, redis.call('HGETALL', KEYS[3])}`)
+
+// KEYS: room, sockets, peers. ARGV: ttl, deadline.
+export const CLUSTER_TOUCH_ROOM = fresh(`
+if redis.call('SCARD', KEYS[2]) == 0 or redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+redis.call('EXPIRE', KEYS[3], ARGV[1])
+return 1`)
+
+// KEYS: binding, session. ARGV: roomId, ttl, deadline.
+export const CLUSTER_TOUCH_PEER = fresh(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 1`)
+
+// KEYS: owned. ARGV: peerId, ttl ('' = remove), deadline.
+export const CLUSTER_OWN = fresh(`
+if ARGV[2] == '' then return redis.call('SREM', KEYS[1], ARGV[1]) end
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1`)
+
+// The session's side of a claim. KEYS: session, parked.
+// ARGV: expected hash, new hash, new instance, ttl, deadline.
+// Returns { previous instance, room, epoch, parked handovers } or nil.
+export const CLUSTER_CLAIM_SESSION = fresh(`
+if redis.call('HGET', KEYS[1], 'secret') ~= ARGV[1] then return nil end
+local previous = redis.call('HGET', KEYS[1], 'instance')
+local room = redis.call('HGET', KEYS[1], 'room')
+local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+redis.call('HSET', KEYS[1], 'secret', ARGV[2], 'instance', ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+local parked = redis.call('LRANGE', KEYS[2], 0, -1)
+redis.call('DEL', KEYS[2])
+return {previous, room, epoch, parked}`)
+
+// The room's side of a claim. KEYS: peers. ARGV: peerId, instance, deadline.
+// Returns the flat room peers, or nil when the peer is no longer a member.
+export const CLUSTER_CLAIM_ROOM = fresh(`
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return nil end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('HGETALL', KEYS[1])`)
+
+// The session's side of ending it. KEYS: session, parked, binding.
+// ARGV: instance, deadline. Returns the room ('' for none), or nil when not owned.
+export const CLUSTER_END_SESSION = fresh(`
+local owner = redis.call('HGET', KEYS[1], 'instance')
+if not owner or owner ~= ARGV[1] then return nil end
+local room = redis.call('HGET', KEYS[1], 'room')
+redis.call('DEL', KEYS[1], KEYS[2])
+if room ~= '' and redis.call('GET', KEYS[3]) == room then redis.call('DEL', KEYS[3]) end
+return room`)
+
+// SPUBLISH behind the deadline check (sharded pub/sub: only the channel's shard carries it).
+// KEYS: channel. ARGV: payload, deadline.
+export const CLUSTER_PUBLISH_FRESH = fresh(`
+return redis.call('SPUBLISH', KEYS[1], ARGV[1])`)
 
 /**
  * TTL of the instances set and of each instance's peer set: long enough to

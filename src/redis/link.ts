@@ -1,4 +1,16 @@
-import type { Redis } from 'ioredis'
+import { Cluster } from 'ioredis'
+import type { RedisClient } from './client'
+
+/** Bytes waiting to be written to Redis (to every node of a cluster). */
+function bufferedBytes (redis: RedisClient): number {
+  if (!(redis instanceof Cluster)) return redis.stream?.writableLength ?? 0
+  return redis.nodes('all').reduce((sum, node) => sum + (node.stream?.writableLength ?? 0), 0)
+}
+
+/** Destroys the sockets (each node's, in a cluster); ioredis reconnects by itself. */
+function dropSockets (redis: RedisClient): void {
+  for (const node of redis instanceof Cluster ? redis.nodes('all') : [redis]) node.stream?.destroy()
+}
 import { StoreUnavailableError } from '../store/types'
 import type { Logger } from '../signaling/types'
 
@@ -26,7 +38,7 @@ import type { Logger } from '../signaling/types'
  */
 
 export interface RedisLinkOptions {
-  redis: Redis
+  redis: RedisClient
   log: Logger
   /** The command timeout the client was created with (ms). */
   timeoutMs: number
@@ -87,7 +99,7 @@ export class RedisLink {
    */
   async run<T> (op: () => Promise<T>): Promise<T> {
     if (!this.healthyNow) throw new StoreUnavailableError({ cause: new Error('redis circuit open') })
-    const buffered = this.opts.redis.stream?.writableLength ?? 0
+    const buffered = bufferedBytes(this.opts.redis)
     if (buffered > this.opts.maxWriteBufferBytes) {
       this.trip(`write buffer at ${buffered} bytes`, true)
       throw new StoreUnavailableError({ cause: new Error('redis write buffer full') })
@@ -180,7 +192,7 @@ export class RedisLink {
     // the bytes still in our buffer (an orderly close would flush them) and
     // ioredis reconnects by itself. Scripts already on Redis's side are
     // stopped by their deadline.
-    if (drop && !this.stopped && redis.status === 'ready') redis.stream?.destroy()
+    if (drop && !this.stopped && redis.status === 'ready') dropSockets(redis)
   }
 
   stop (): void {

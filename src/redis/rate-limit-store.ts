@@ -2,12 +2,12 @@ import LocalStore from '@fastify/rate-limit/store/LocalStore'
 import RedisStore from '@fastify/rate-limit/store/RedisStore'
 import type { FastifyRateLimitStoreCtor } from '@fastify/rate-limit'
 import type { FastifyBaseLogger } from 'fastify'
-import type { Redis } from 'ioredis'
+import type { RedisClient } from './client'
 
 type Store = LocalStore.Store
 
 export interface RateLimitStoreDeps {
-  redis: Redis
+  redis: RedisClient
   /** Prefix of the counters' keys, e.g. `<KEY_PREFIX>ratelimit:api:`. */
   nameSpace: string
   /**

@@ -29,10 +29,10 @@ declare module '@fastify/rate-limit/store/LocalStore' {
 }
 
 declare module '@fastify/rate-limit/store/RedisStore' {
-  import type { Redis } from 'ioredis'
+  import type { Cluster, Redis } from 'ioredis'
   import type LocalStore from '@fastify/rate-limit/store/LocalStore'
   class RedisStore implements LocalStore.Store {
-    constructor (continueExceeding: boolean, exponentialBackoff: boolean, redis: Redis, key?: string)
+    constructor (continueExceeding: boolean, exponentialBackoff: boolean, redis: Redis | Cluster, key?: string)
     incr (key: string, cb: LocalStore.Callback, timeWindow: number, max: number): void
     read (key: string, cb: LocalStore.Callback, timeWindow: number, max: number): void
     child (options: LocalStore.ChildOptions): RedisStore
