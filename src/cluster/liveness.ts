@@ -37,7 +37,6 @@ export interface LivenessOptions extends MeshSettings {
   onSessionsEnded: (ended: EndedSession[]) => void
 }
 
-
 export function createLiveness (opts: LivenessOptions) {
   const { redis } = opts
   const keys = redisKeys(opts.keyPrefix, opts.cluster)
