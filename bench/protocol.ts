@@ -1,8 +1,8 @@
 /*
  * What the workloads need from a signaling protocol, so that the same
- * workloads can drive servers that speak different ones (ours, by the floor
- * and our server, is privydrop.ts). An adapter maps a meeting of two clients
- * and the three relayed kinds onto its protocol's REST calls and frames.
+ * workloads drive ours (privydrop.ts: the floor and our server) and PeerJS
+ * (peerjs.ts). An adapter maps a meeting of two clients and the three relayed
+ * kinds onto its protocol's REST calls and frames.
  */
 import WebSocket from 'ws'
 

@@ -10,9 +10,11 @@
  * throughput is reported beside them, and a warning when the generator was
  * the bottleneck. Only 127.0.0.1 is used.
  *
- * Modes: floor (bench/floor.ts, the reference: every ratio is to it),
- * memory, redis and cross (our server). The workloads speak to each through
- * a protocol adapter (bench/protocol.ts): ours in privydrop.ts.
+ * Modes: floor (bench/floor.ts, the primary reference: every ratio is to it),
+ * memory, redis and cross (our server), and peerjs (the PeerJS server from
+ * the `peer` package, a second reference). The workloads speak to each
+ * through a protocol adapter (bench/protocol.ts): ours in privydrop.ts,
+ * PeerJS's in peerjs.ts.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs'
@@ -20,10 +22,11 @@ import { createServer } from 'node:net'
 import { join } from 'node:path'
 import type { Client, Endpoint, Protocol } from './protocol'
 import { privydrop } from './privydrop'
+import { peerjs, peerjsEndpoint } from './peerjs'
 
 const SMOKE = process.argv.includes('--smoke')
 const arg = (name: string) => process.argv.find(a => a.startsWith(`--${name}=`))?.slice(name.length + 3).split(',')
-/** --only=relay,sessions  --modes=memory,floor  --steps=20000,40000  --runs=1  --tick=10 */
+/** --only=relay,sessions  --modes=memory,floor,peerjs  --steps=20000,40000  --runs=1  --tick=10 */
 const ONLY = arg('only')
 const MODES = arg('modes')
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100
@@ -99,10 +102,10 @@ function redisCommands (redis: Redis): number {
   return total
 }
 
-/** `protocol`: how the workloads speak to this target. */
+/** `protocol`: how the workloads speak to this target (ours, or PeerJS's). */
 interface Target { name: string, protocol: Protocol, urls: Endpoint[], pids: number[], children: ChildProcess[], redis?: Redis }
 
-type Mode = 'floor' | 'memory' | 'redis' | 'cross'
+type Mode = 'floor' | 'memory' | 'redis' | 'cross' | 'peerjs'
 
 async function startTarget (mode: Mode): Promise<Target> {
   const serverEnv = {
@@ -123,7 +126,7 @@ async function startTarget (mode: Mode): Promise<Target> {
     const child = pinned(process.execPath, [...extra, ...(prof !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : []), script], { ...env, PORT: String(port), HOST: '127.0.0.1' })
     const http = `http://127.0.0.1:${port}`
     await waitHttp(`${http}${probe}`)
-    return { child, url: { http, ws: `ws://127.0.0.1:${port}/ws` } }
+    return { child, port, url: { http, ws: `ws://127.0.0.1:${port}/ws` } }
   }
   if (mode === 'floor') {
     const { child, url } = await start({}, join(ROOT, 'dist/bench/floor.js'), '/api/create_room')
@@ -132,6 +135,11 @@ async function startTarget (mode: Mode): Promise<Target> {
   if (mode === 'memory') {
     const { child, url } = await start(serverEnv, join(ROOT, 'dist/server.js'))
     return { name: mode, protocol: privydrop, urls: [url], pids: [child.pid ?? 0], children: [child] }
+  }
+  if (mode === 'peerjs') {
+    // Express reads NODE_ENV; production is how it would be deployed.
+    const { child, port } = await start({ NODE_ENV: 'production' }, join(ROOT, 'dist/bench/peerjs-server.js'), '/peerjs/id')
+    return { name: mode, protocol: peerjs, urls: [peerjsEndpoint(port)], pids: [child.pid ?? 0], children: [child] }
   }
   const redis = await startRedis()
   const env = { ...serverEnv, REDIS_URL: `redis://127.0.0.1:${redis.port}` }
@@ -388,9 +396,9 @@ async function main (): Promise<void> {
     return
   }
   const plan: Array<[string, Mode[]]> = [
-    ['relay', ['floor', 'memory', 'redis', 'cross']],
-    ['sessions', ['floor', 'memory', 'redis', 'cross']],
-    ['idle', ['floor', 'memory', 'redis']]
+    ['relay', ['floor', 'memory', 'peerjs', 'redis', 'cross']],
+    ['sessions', ['floor', 'memory', 'peerjs', 'redis', 'cross']],
+    ['idle', ['floor', 'memory', 'peerjs', 'redis']]
   ]
   const runs: Runs = {}
   for (let run = 1; run <= P.runs; run++) {
@@ -435,8 +443,8 @@ async function main (): Promise<void> {
   process.exit(0)
 }
 
-/** The table's columns: the floor first (every ratio is to it). */
-const MODE_COLUMNS: Mode[] = ['floor', 'memory', 'redis', 'cross']
+/** The table's columns: the floor first (every ratio is to it), then ours in memory beside PeerJS. */
+const MODE_COLUMNS: Mode[] = ['floor', 'memory', 'peerjs', 'redis', 'cross']
 
 function summarize (runs: Runs) {
   const relayAt = (mode: string, key: keyof RelayStep, rate = P.relayFixed) => round(median((runs['relay']?.[mode] ?? []).map(r => (r.steps as RelayStep[]).find(s => s.offered === rate)?.[key] as number).filter(x => x !== undefined && Number.isFinite(x))), 3)
@@ -502,6 +510,7 @@ function printTable (s: Record<string, Record<string, number | boolean>>): void 
     if (i === 0) log('|' + widths.map(w => '-'.repeat(w + 2)).join('|') + '|')
   }
   log('\nServer CPU includes Redis in the redis and cross columns (and both instances in cross).')
+  log('peerjs has no rooms: its session is two REST ids, connect and OPEN instead of a REST room and two joins; its idle connections are OPENed ones.')
 }
 
 main().catch((err: Error) => {
