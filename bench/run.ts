@@ -33,8 +33,8 @@ const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).s
 const ROOT = join(__dirname, '..', '..')
 
 const P = SMOKE
-  ? { runs: 1, relayPairs: 5, relaySteps: [500], relayFixed: 500, stepMs: 1000, sessionsConcurrency: 5, sessionsMs: 2000, idle: 100 }
-  : { runs: 2, relayPairs: 500, relaySteps: [5000, 10000, 20000, 30000, 40000, 60000, 80000], relayFixed: 20000, stepMs: 3000, sessionsConcurrency: 200, sessionsMs: 8000, idle: 10000 }
+  ? { runs: 1, relayPairs: 5, relaySteps: [500], relayFixed: 500, relayMid: 500, stepMs: 1000, sessionsConcurrency: 5, sessionsMs: 2000, idle: 100 }
+  : { runs: 2, relayPairs: 500, relaySteps: [5000, 10000, 15000, 20000, 30000, 40000, 60000, 80000], relayFixed: 20000, relayMid: 15000, stepMs: 3000, sessionsConcurrency: 200, sessionsMs: 8000, idle: 10000 }
 const stepsArg = arg('steps')
 if (stepsArg !== undefined) P.relaySteps = stepsArg.map(Number)
 const TICK_MS = Number(arg('tick')?.[0] ?? 10)
@@ -456,6 +456,7 @@ function summarize (runs: Runs) {
     out[mode] = {
       relayCpuUsPerMsg: relayAt(mode, 'cpuUsPerMsg'),
       relayP99MsAtFixed: relayAt(mode, 'p99Ms'),
+      relayP99MsAtMid: relayAt(mode, 'p99Ms', P.relayMid),
       relayCpuUsPerMsgAtLow: relayAt(mode, 'cpuUsPerMsg', low),
       relayP99MsAtLow: relayAt(mode, 'p99Ms', low),
       relayRedisCmdsPerMsg: relayAt(mode, 'redisCmdsPerMsg'),
@@ -489,6 +490,7 @@ function printTable (s: Record<string, Record<string, number | boolean>>): void 
   }
   metric(`relay CPU µs/msg @ ${P.relayFixed}/s`, 'relayCpuUsPerMsg')
   metric(`relay p99 ms @ ${P.relayFixed}/s`, 'relayP99MsAtFixed', false)
+  if (P.relayMid !== P.relayFixed) metric(`relay p99 ms @ ${P.relayMid}/s`, 'relayP99MsAtMid', false)
   const low = P.relaySteps[0] ?? P.relayFixed
   if (low !== P.relayFixed) {
     metric(`relay CPU µs/msg @ ${low}/s`, 'relayCpuUsPerMsgAtLow')
