@@ -19,6 +19,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs'
 import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Client, Endpoint, Protocol } from './protocol'
 import { privydrop } from './privydrop'
@@ -33,8 +34,8 @@ const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).s
 const ROOT = join(__dirname, '..', '..')
 
 const P = SMOKE
-  ? { runs: 1, relayPairs: 5, relaySteps: [500], relayFixed: 500, relayMid: 500, stepMs: 1000, sessionsConcurrency: 5, sessionsMs: 2000, idle: 100 }
-  : { runs: 2, relayPairs: 500, relaySteps: [5000, 10000, 15000, 20000, 30000, 40000, 60000, 80000], relayFixed: 20000, relayMid: 15000, stepMs: 3000, sessionsConcurrency: 200, sessionsMs: 8000, idle: 10000 }
+  ? { runs: 1, relayPairs: 5, relaySteps: [500], relayFixed: 500, relayMid: 500, stepMs: 1000, sessionsConcurrency: 5, sessionsMs: 2000, idle: 100, capacityRate: 300, capacityMs: 1000 }
+  : { runs: 2, relayPairs: 500, relaySteps: [5000, 10000, 15000, 20000, 30000, 40000, 60000, 80000], relayFixed: 20000, relayMid: 15000, stepMs: 3000, sessionsConcurrency: 200, sessionsMs: 8000, idle: 10000, capacityRate: 6000, capacityMs: 5000 }
 const stepsArg = arg('steps')
 if (stepsArg !== undefined) P.relaySteps = stepsArg.map(Number)
 const TICK_MS = Number(arg('tick')?.[0] ?? 10)
@@ -84,6 +85,44 @@ async function waitHttp (url: string): Promise<void> {
 }
 
 interface Redis { port: number, child: ChildProcess }
+
+/**
+ * A Redis Cluster of `primaries` primaries (no replicas) pinned like the other
+ * targets, formed with redis-cli. Returns its nodes (the first is asked for
+ * command counts only through `redisCommands` of each).
+ */
+async function startCluster (primaries: number): Promise<Redis[]> {
+  const dir = join(tmpdir(), `privydrop-bench-cluster-${process.pid}-${Date.now()}`)
+  mkdirSync(dir, { recursive: true })
+  const nodes: Redis[] = []
+  for (let i = 0; i < primaries; i++) {
+    const port = await freePort()
+    const child = pinned('redis-server', [
+      // A lone primary never learns its address from a peer: announce it.
+      '--port', String(port), '--bind', '127.0.0.1', '--cluster-enabled', 'yes', '--cluster-announce-ip', '127.0.0.1', '--dir', dir,
+      '--cluster-config-file', `nodes-${port}.conf`, '--save', '', '--appendonly', 'no', '--loglevel', 'warning'
+    ], {}, process.env['BENCH_REDIS_CORE'] ?? '0')
+    nodes.push({ port, child })
+  }
+  for (const { port } of nodes) {
+    for (let i = 0; ; i++) {
+      if (spawnSync('redis-cli', ['-p', String(port), 'ping'], { encoding: 'utf8' }).stdout.trim() === 'PONG') break
+      if (i > 100) throw new Error('redis-server did not start')
+      await sleep(30)
+    }
+  }
+  // redis-cli --cluster create wants three primaries at least; one takes every slot itself.
+  const create = primaries === 1
+    ? spawnSync('redis-cli', ['-p', String(nodes[0]?.port), 'cluster', 'addslotsrange', '0', '16383'], { encoding: 'utf8' })
+    : spawnSync('redis-cli', ['--cluster', 'create', ...nodes.map(n => `127.0.0.1:${n.port}`), '--cluster-replicas', '0', '--cluster-yes'], { encoding: 'utf8' })
+  if (create.status !== 0) throw new Error(`redis-cli --cluster create: ${create.stdout}${create.stderr}`)
+  for (let i = 0; ; i++) {
+    if (nodes.every(n => spawnSync('redis-cli', ['-p', String(n.port), 'cluster', 'info'], { encoding: 'utf8' }).stdout.includes('cluster_state:ok'))) break
+    if (i > 200) throw new Error('the cluster did not become ok')
+    await sleep(50)
+  }
+  return nodes
+}
 async function startRedis (): Promise<Redis> {
   const port = await freePort()
   // BENCH_REDIS_CORE: a diagnostic to see how much of the latency is three processes sharing one core.
@@ -103,9 +142,9 @@ function redisCommands (redis: Redis): number {
 }
 
 /** `protocol`: how the workloads speak to this target (ours, or PeerJS's). */
-interface Target { name: string, protocol: Protocol, urls: Endpoint[], pids: number[], children: ChildProcess[], redis?: Redis }
+interface Target { name: string, protocol: Protocol, urls: Endpoint[], pids: number[], children: ChildProcess[], redis?: Redis, redisNodes?: Redis[] }
 
-type Mode = 'floor' | 'memory' | 'redis' | 'cross' | 'peerjs'
+type Mode = 'floor' | 'memory' | 'redis' | 'cross' | 'peerjs' | 'cross3' | 'cluster1' | 'cluster3'
 
 async function startTarget (mode: Mode): Promise<Target> {
   const serverEnv = {
@@ -141,9 +180,24 @@ async function startTarget (mode: Mode): Promise<Target> {
     const { child, port } = await start({ NODE_ENV: 'production' }, join(ROOT, 'dist/bench/peerjs-server.js'), '/peerjs/id')
     return { name: mode, protocol: peerjs, urls: [peerjsEndpoint(port)], pids: [child.pid ?? 0], children: [child] }
   }
+  if (mode === 'cluster1' || mode === 'cluster3') {
+    // Capacity: three instances on a Redis Cluster of one or three primaries.
+    const nodes = await startCluster(mode === 'cluster1' ? 1 : 3)
+    const env = { ...serverEnv, REDIS_CLUSTER_NODES: nodes.map(n => `127.0.0.1:${n.port}`).join(',') }
+    const started = []
+    for (let i = 0; i < 3; i++) started.push(await start({ ...env, INSTANCE_ID: `bench-${i + 1}` }, join(ROOT, 'dist/server.js')))
+    return {
+      name: mode,
+      protocol: privydrop,
+      urls: started.map(s => s.url),
+      pids: [...started.map(s => s.child.pid ?? 0), ...nodes.map(n => n.child.pid ?? 0)],
+      children: [...started.map(s => s.child), ...nodes.map(n => n.child)],
+      redisNodes: nodes
+    }
+  }
   const redis = await startRedis()
   const env = { ...serverEnv, REDIS_URL: `redis://127.0.0.1:${redis.port}` }
-  const count = mode === 'cross' ? 2 : 1
+  const count = mode === 'cross' ? 2 : mode === 'cross3' ? 3 : 1
   const started = []
   for (let i = 0; i < count; i++) started.push(await start({ ...env, INSTANCE_ID: `bench-${i + 1}` }, join(ROOT, 'dist/server.js')))
   return {
@@ -152,7 +206,8 @@ async function startTarget (mode: Mode): Promise<Target> {
     urls: started.map(s => s.url),
     pids: [...started.map(s => s.child.pid ?? 0), redis.child.pid ?? 0],
     children: [...started.map(s => s.child), redis.child],
-    redis
+    redis,
+    redisNodes: [redis]
   }
 }
 
@@ -216,14 +271,74 @@ function sides (target: Target): [Endpoint, Endpoint] {
   return [first, second]
 }
 
-async function joinedPairs (target: Target, pairs: number) {
+/** `spread`: pair k joins instance k and instance k+1 (of all the target's), so every instance's channel carries traffic. */
+async function joinedPairs (target: Target, pairs: number, spread = false) {
   const out: Array<{ a: Client, b: Client }> = []
   const [first, second] = sides(target)
-  await pool(Array.from({ length: pairs }, (_, i) => i), 50, async () => {
-    const [a, b] = await target.protocol.pair(first, second)
+  const n = target.urls.length
+  await pool(Array.from({ length: pairs }, (_, i) => i), 50, async (k) => {
+    const [a, b] = spread
+      ? await target.protocol.pair(target.urls[k % n] as Endpoint, target.urls[(k + 1) % n] as Endpoint)
+      : await target.protocol.pair(first, second)
     out.push({ a, b })
   })
   return out
+}
+
+/**
+ * Capacity of Redis for cross-instance relays: three instances, pairs across
+ * every pair of them, a fixed offered rate; the CPU each Redis process spent
+ * per delivered message says how many messages per second it could carry at
+ * a full core (1e6 / µs per message), and the busiest shard bounds a cluster
+ * (its rooms and channels spread over the shards by slot).
+ */
+async function capacity (target: Target): Promise<{ delivered: number, lost: number, redisCpuUsPerMsg: number[], capacityPerS: number, perProcessPerS: number }> {
+  const nodes = target.redisNodes ?? []
+  const pairs = await joinedPairs(target, P.relayPairs, true)
+  let delivered = 0
+  for (const { b } of pairs) b.onSignal = () => { delivered++ }
+  const redisPids = nodes.map(n => n.child.pid ?? 0)
+  const before = redisPids.map(pid => cpuSeconds([pid]))
+  let sent = 0
+  const started = performance.now()
+  let cursor = 0
+  await new Promise<void>((resolve) => {
+    const timer = setInterval(() => {
+      const due = Math.floor((performance.now() - started) / 1000 * P.capacityRate) - sent
+      for (let i = 0; i < due; i++) {
+        const pair = pairs[cursor++ % pairs.length]
+        if (pair === undefined) continue
+        pair.a.signal('candidate', pair.b.id, { candidate: `${sent} ${performance.now()}`, sdpMLineIndex: 0 })
+        sent++
+      }
+      if (performance.now() - started >= P.capacityMs) {
+        clearInterval(timer)
+        resolve()
+      }
+    }, TICK_MS)
+  })
+  const drainUntil = performance.now() + 2000
+  for (;;) {
+    // `delivered` grows in the receivers' handlers while this waits.
+    if (performance.now() >= drainUntil || delivered >= sent) break
+    await sleep(20)
+  }
+  const cpu = redisPids.map((pid, i) => cpuSeconds([pid]) - (before[i] ?? 0))
+  await Promise.all(pairs.flatMap(({ a, b }) => [a.close(), b.close()]))
+  const usPerMsg = cpu.map(c => round(c * 1e6 / Math.max(1, delivered), 2))
+  const busiest = Math.max(...cpu)
+  const total = cpu.reduce((x, y) => x + y, 0)
+  const result = {
+    delivered,
+    lost: sent - delivered,
+    redisCpuUsPerMsg: usPerMsg,
+    // At a full core for the busiest process, with this spread of the load:
+    capacityPerS: Math.round(busiest > 0 ? delivered / busiest : NaN),
+    // One process carrying all of it:
+    perProcessPerS: Math.round(total > 0 ? delivered / total : NaN)
+  }
+  log(`  capacity ${target.name}: ${delivered} delivered, lost ${result.lost}; Redis CPU µs/msg per process ${usPerMsg.join(', ')}; ≈ ${result.capacityPerS} msg/s at a full core of the busiest process (${result.perProcessPerS} msg/s for one process doing all)`)
+  return result
 }
 
 interface RelayStep { offered: number, sent: number, delivered: number, deliveredPerS: number, lost: number, orderViolations: number, p50Ms: number, p99Ms: number, maxMs: number, cpuUsPerMsg: number, generatorCpu: number, redisCmdsPerMsg?: number }
@@ -398,7 +513,9 @@ async function main (): Promise<void> {
   const plan: Array<[string, Mode[]]> = [
     ['relay', ['floor', 'memory', 'peerjs', 'redis', 'cross']],
     ['sessions', ['floor', 'memory', 'peerjs', 'redis', 'cross']],
-    ['idle', ['floor', 'memory', 'peerjs', 'redis']]
+    ['idle', ['floor', 'memory', 'peerjs', 'redis']],
+    // How much cross-instance traffic Redis carries: one process, a 1-primary and a 3-primary cluster.
+    ['capacity', ['cross3', 'cluster1', 'cluster3']]
   ]
   const runs: Runs = {}
   for (let run = 1; run <= P.runs; run++) {
@@ -409,7 +526,9 @@ async function main (): Promise<void> {
         log(`run ${run}: ${workload} on ${mode}`)
         const target = await startTarget(mode)
         try {
-          const result = workload === 'relay' ? await relay(target) : workload === 'sessions' ? await sessions(target) : await idle(target)
+          const result = workload === 'relay'
+            ? await relay(target)
+            : workload === 'sessions' ? await sessions(target) : workload === 'capacity' ? await capacity(target) : await idle(target)
           ;((runs[workload] ??= {})[mode] ??= []).push(result)
         } finally {
           await stopTarget(target)
@@ -434,6 +553,7 @@ async function main (): Promise<void> {
     }
     for (const [mode, list] of Object.entries(runs['sessions'] ?? {})) for (const r of list) if (r.sessions === 0) problems.push(`sessions ${mode}: none completed`)
     for (const [mode, list] of Object.entries(runs['idle'] ?? {})) for (const r of list) if (r.connections !== P.idle) problems.push(`idle ${mode}: ${r.connections}/${P.idle} connections`)
+    for (const [mode, list] of Object.entries(runs['capacity'] ?? {})) for (const r of list) if (r.lost > 0 || r.delivered === 0) problems.push(`capacity ${mode}: delivered ${r.delivered}, lost ${r.lost}`)
     if (problems.length > 0) {
       log('bench:smoke FAILED\n' + problems.join('\n'))
       process.exit(1)
@@ -468,6 +588,13 @@ function summarize (runs: Runs) {
       sessionP99Ms: of('sessions', mode, 'p99Ms'),
       idleRssKiB: of('idle', mode, 'rssKiBPerConn'),
       idleConnectsPerS: of('idle', mode, 'connectsPerS')
+    }
+  }
+  for (const mode of ['cross3', 'cluster1', 'cluster3']) {
+    if (runs['capacity']?.[mode] === undefined) continue
+    out[mode] = {
+      capacityPerS: of('capacity', mode, 'capacityPerS'),
+      perProcessPerS: of('capacity', mode, 'perProcessPerS')
     }
   }
   return out
@@ -513,6 +640,11 @@ function printTable (s: Record<string, Record<string, number | boolean>>): void 
   }
   log('\nServer CPU includes Redis in the redis and cross columns (and both instances in cross).')
   log('peerjs has no rooms: its session is two REST ids, connect and OPEN instead of a REST room and two joins; its idle connections are OPENed ones.')
+  const capacityModes = ['cross3', 'cluster1', 'cluster3'].filter(m => s[m] !== undefined)
+  if (capacityModes.length > 0) {
+    log('\nRedis capacity for cross-instance relays (three instances; msg/s the busiest Redis process would carry at a full core):')
+    for (const m of capacityModes) log(`  ${m.padEnd(9)} ${String(s[m]?.['capacityPerS']).padStart(8)} msg/s   (one process doing all the work: ${s[m]?.['perProcessPerS']} msg/s)`)
+  }
 }
 
 main().catch((err: Error) => {

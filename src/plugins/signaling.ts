@@ -4,7 +4,7 @@ import { createSignalingHub } from '../signaling/hub'
 import type { SignalingMetrics } from '../signaling/types'
 import { createLocalMesh, type Mesh } from '../signaling/mesh'
 import { createRedisMesh } from '../cluster/redis-mesh'
-import { createRedisClient, type RedisClient } from '../redis/client'
+import { connectWithin, createRedisClient, type RedisClient } from '../redis/client'
 import { createIceServers } from '../services/ice'
 import type { ErrorCode } from '../../schemas/ws'
 
@@ -72,7 +72,7 @@ export default fp(async (fastify) => {
   let subscriber: RedisClient | undefined
   if (fastify.redis !== null && fastify.redisLink !== null) {
     subscriber = createRedisClient(config, fastify.log, 'subscriber')
-    await subscriber.connect().catch(() => { /* it keeps retrying; /ready reports the store */ })
+    await connectWithin(subscriber, config.REDIS_CONNECT_TIMEOUT_MS).catch(() => { /* it keeps retrying; /ready reports the store */ })
     mesh = createRedisMesh({
       redis: fastify.redis,
       link: fastify.redisLink,

@@ -2,7 +2,7 @@ import fp from 'fastify-plugin'
 import type { Config } from '../../schemas/config'
 import { createMemoryStore } from '../store/memory'
 import { createRedisStore } from '../store/redis'
-import { clusterConfigured, createRedisClient, redisConfigured, type RedisClient } from '../redis/client'
+import { clusterConfigured, connectWithin, createRedisClient, redisConfigured, type RedisClient } from '../redis/client'
 import { RedisLink } from '../redis/link'
 import { instanceRecordTtlS } from '../redis/keys'
 import type { Store, StoreLimits } from '../store/types'
@@ -55,7 +55,7 @@ export default fp<StorePluginOptions>(async (fastify, opts) => {
     maxWriteBufferBytes: config.REDIS_MAX_WRITE_BUFFER_BYTES
   })
   try {
-    await redis.connect()
+    await connectWithin(redis, config.REDIS_CONNECT_TIMEOUT_MS)
     // The first health check learns Redis's clock, which every write's deadline needs.
     await link.waitHealthy(config.REDIS_CONNECT_TIMEOUT_MS)
   } catch (err) {

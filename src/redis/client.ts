@@ -1,6 +1,7 @@
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Config } from '../../schemas/config'
+import { brief } from '../signaling/log-limiter'
 
 const WAYS = ['REDIS_URL', 'REDIS_HOST', 'REDIS_SENTINELS', 'REDIS_CLUSTER_NODES'] as const
 
@@ -32,6 +33,23 @@ export function sentinelList (value: string, variable = 'REDIS_SENTINELS'): Arra
     if (match === null || port < 1 || port > 65535) throw new Error(`${variable}: "${entry}" is not host:port`)
     return { host: (match[1] as string).replace(/^\[|\]$/g, ''), port }
   })
+}
+
+/**
+ * Connects, or gives up after `timeoutMs` (the client goes on trying by
+ * itself). A cluster's connect waits for a usable slot map, which may never
+ * come while its nodes are unreachable: start-up must not wait on it.
+ */
+export async function connectWithin (client: RedisClient, timeoutMs: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined
+  try {
+    await Promise.race([
+      client.connect(),
+      new Promise((_resolve, reject) => { timer = setTimeout(() => reject(new Error(`redis not connected within ${timeoutMs} ms`)), timeoutMs) })
+    ])
+  } finally {
+    clearTimeout(timer)
+  }
 }
 
 /**
@@ -101,8 +119,9 @@ export function createRedisClient (config: Config, log: FastifyBaseLogger, role:
   })
   // ioredis emits 'error' on every failed reconnect; log the transition, not the storm.
   client.on('error', (err) => {
-    if (healthy) clientLog.error({ err }, 'redis connection lost, reconnecting')
-    else clientLog.debug({ err }, 'redis still unreachable')
+    // An outage is expected, not a bug: what happened, without a stack.
+    if (healthy) clientLog.error({ error: brief(err) }, 'redis connection lost, reconnecting')
+    else clientLog.debug({ error: brief(err) }, 'redis still unreachable')
     healthy = false
   })
   client.on('end', () => { healthy = false })
