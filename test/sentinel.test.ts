@@ -53,7 +53,8 @@ interface SentinelSetup { primary: ChildProcess, primaryPort: number, replicaPor
 async function sentinelSetup (t: Test): Promise<SentinelSetup> {
   const dir = mkdtempSync(joinPath(tmpdir(), 'privydrop-sentinel-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  const base = ['--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning']
+  // --dir: a replica writes the RDB of its full sync into its working directory, not into the repository.
+  const base = ['--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no', '--loglevel', 'warning']
   const primaryPort = await freePort()
   const primary = spawnRedis(t, ['--port', String(primaryPort), ...base])
   await waitFor(primaryPort, 'primary')
