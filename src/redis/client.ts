@@ -1,4 +1,4 @@
-import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis'
+import { Cluster, Redis, type Callback, type ClusterOptions, type RedisOptions } from 'ioredis'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Config } from '../../schemas/config'
 import { brief } from '../signaling/log-limiter'
@@ -35,6 +35,42 @@ export function sentinelList (value: string, variable = 'REDIS_SENTINELS'): Arra
   })
 }
 
+/** Reconnect delays (ms): quick at first, capped at a second. */
+const backoff = (times: number): number => Math.min(times * 100, 1000)
+
+/**
+ * ioredis's client, told apart when it is closed on purpose. ioredis gives up
+ * on a client for good (status `end`, no further reconnect) when a connect
+ * attempt is aborted under it, and with Sentinel that happens in a failover:
+ * the failover detector of the connection that just dropped hears
+ * +switch-master while the reconnect is still asking the Sentinels for the
+ * primary, disconnects the connector, and that attempt fails with
+ * "Connection is closed." (ioredis 5.11, SentinelConnector.connect). The
+ * instance then stayed unready until restarted, with its command or
+ * subscriber connection ended (3 of 15 runs of test/sentinel.test.ts).
+ * `createRedisClient` connects such a client again; only an `end` after
+ * quit() or disconnect() is final.
+ */
+class OwnedRedis extends Redis {
+  /** Set by quit() and disconnect() until the next connect(): the end that follows was asked for. */
+  closedByOwner = false
+
+  override connect (callback?: Callback<void>): Promise<void> {
+    this.closedByOwner = false
+    return super.connect(callback)
+  }
+
+  override disconnect (reconnect = false): void {
+    if (!reconnect) this.closedByOwner = true
+    super.disconnect(reconnect)
+  }
+
+  override quit (callback?: Callback<'OK'>): Promise<'OK'> {
+    this.closedByOwner = true
+    return super.quit(callback)
+  }
+}
+
 /**
  * Connects, or gives up after `timeoutMs` (the client goes on trying by
  * itself). A cluster's connect waits for a usable slot map, which may never
@@ -68,7 +104,7 @@ export function createRedisClient (config: Config, log: FastifyBaseLogger, role:
     // A command that got no answer before its connection dropped was reported
     // as failed; sending it again after the reconnect would apply it anyway.
     autoResendUnfulfilledCommands: false,
-    retryStrategy: (times) => Math.min(times * 100, 1000),
+    retryStrategy: backoff,
     // Commands issued in one event-loop turn (a burst of relays read from one
     // socket) go out in one write instead of one syscall each.
     enableAutoPipelining: true,
@@ -90,12 +126,12 @@ export function createRedisClient (config: Config, log: FastifyBaseLogger, role:
       scaleReads: 'master',
       // The instance channels are sharded (SSUBSCRIBE): one subscriber per shard.
       shardedSubscribers: role === 'subscriber',
-      clusterRetryStrategy: (times) => Math.min(times * 100, 1000),
+      clusterRetryStrategy: backoff,
       redisOptions: { ...nodeOptions, password: config.REDIS_PASSWORD }
     }
     client = new Cluster(sentinelList(config.REDIS_CLUSTER_NODES, 'REDIS_CLUSTER_NODES'), clusterOptions)
   } else if (config.REDIS_SENTINELS !== undefined) {
-    client = new Redis({
+    client = new OwnedRedis({
       ...options,
       sentinels: sentinelList(config.REDIS_SENTINELS),
       name: config.REDIS_SENTINEL_NAME,
@@ -103,19 +139,21 @@ export function createRedisClient (config: Config, log: FastifyBaseLogger, role:
       sentinelPassword: config.REDIS_SENTINEL_PASSWORD,
       // Hear +switch-master from the Sentinels instead of waiting for the old primary to fail.
       failoverDetector: true,
-      sentinelRetryStrategy: (times) => Math.min(times * 100, 1000)
+      sentinelRetryStrategy: backoff
     })
   } else if (config.REDIS_URL !== undefined) {
-    client = new Redis(config.REDIS_URL, options)
+    client = new OwnedRedis(config.REDIS_URL, options)
   } else {
-    client = new Redis({ ...options, host: config.REDIS_HOST, port: config.REDIS_PORT, password: config.REDIS_PASSWORD })
+    client = new OwnedRedis({ ...options, host: config.REDIS_HOST, port: config.REDIS_PORT, password: config.REDIS_PASSWORD })
   }
 
   const clientLog = log.child({ redis: role })
   let healthy = false
+  let restarts = 0
   client.on('ready', () => {
     if (!healthy) clientLog.info('redis connected')
     healthy = true
+    restarts = 0
   })
   // ioredis emits 'error' on every failed reconnect; log the transition, not the storm.
   client.on('error', (err) => {
@@ -124,6 +162,19 @@ export function createRedisClient (config: Config, log: FastifyBaseLogger, role:
     else clientLog.debug({ error: brief(err) }, 'redis still unreachable')
     healthy = false
   })
-  client.on('end', () => { healthy = false })
+  // An end nobody asked for (see OwnedRedis) is not final: connect again after
+  // the reconnect backoff. A connect() that fails that way ends the client
+  // again, which lands here again.
+  client.on('end', () => {
+    healthy = false
+    // (A cluster client reconnects its nodes itself.)
+    if (!(client instanceof OwnedRedis) || client.closedByOwner) return
+    const owned = client
+    clientLog.warn('redis client gave up reconnecting (a connect attempt was aborted); connecting again')
+    setTimeout(() => {
+      if (owned.closedByOwner || owned.status !== 'end') return
+      owned.connect().catch(() => { /* it ended again: the next end retries */ })
+    }, backoff(++restarts)).unref()
+  })
   return client
 }
