@@ -1,8 +1,11 @@
 import t, { type Test } from 'tap'
+import { spawnSync } from 'node:child_process'
 import { startRedisCluster, type TestCluster } from './helpers/redis-cluster'
 import { startServer, type ServerProcess } from './helpers/process'
 import { connect, type TestClient } from './helpers/ws'
 import { until } from './helper'
+import { loadConfig } from '../src/config'
+import { clusterConfigured } from '../src/redis/client'
 
 /*
  * Redis Cluster, all real processes on loopback: three primaries with a
@@ -45,6 +48,15 @@ async function calls (cluster: TestCluster, command: string): Promise<number> {
   return total
 }
 
+t.test('config: REDIS_CLUSTER_NODES is one way to reach Redis, as host:port seeds', async (t) => {
+  t.throws(() => loadConfig({ REDIS_URL: 'redis://127.0.0.1:1', REDIS_CLUSTER_NODES: '127.0.0.1:7000' }), /REDIS_URL and REDIS_CLUSTER_NODES/)
+  t.throws(() => loadConfig({ REDIS_SENTINELS: '127.0.0.1:26379', REDIS_CLUSTER_NODES: '127.0.0.1:7000' }), /REDIS_SENTINELS and REDIS_CLUSTER_NODES/)
+  t.throws(() => loadConfig({ REDIS_CLUSTER_NODES: '127.0.0.1:7000,nope' }), /REDIS_CLUSTER_NODES: "nope" is not host:port/)
+  const config = loadConfig({ REDIS_CLUSTER_NODES: '127.0.0.1:7000, 127.0.0.1:7001' })
+  t.ok(clusterConfigured(config))
+  t.notOk(clusterConfigured(loadConfig({ REDIS_URL: 'redis://127.0.0.1:6379' })))
+})
+
 t.test('a full session across instances on a 3-primary cluster: rooms spread over every primary, relays go through sharded pub/sub', async (t) => {
   const cluster = await startRedisCluster(t)
   const [s1, s2] = await instances(t, cluster, 2, { WS_RATE_PER_S: '10000', WS_RATE_BURST: '10000' })
@@ -86,6 +98,13 @@ t.test('a full session across instances on a 3-primary cluster: rooms spread ove
   t.same((await a.next('peer-disconnected')).data, { peerId: b.peerId }, 'leave crosses instances')
   t.same(await cluster.client.smembers('room:{x-room}:sockets'), [a.peerId], 'the room\'s member set is kept in its own slot')
   t.equal(a.all('error').length, 0)
+
+  // Every key on every primary has a TTL, as on one Redis.
+  const noTtl: string[] = []
+  for (const node of cluster.client.nodes('master')) {
+    for (const key of await node.keys('*')) if (await node.ttl(key) === -1) noTtl.push(key)
+  }
+  t.same(noTtl, [], 'no key without a TTL')
 })
 
 t.test('resume on another instance, and SIGKILL: the dead instance\'s peers leave their rooms', async (t) => {
@@ -134,6 +153,9 @@ t.test('limits and counts on a cluster: the join limiter, REST rate limits, refe
   }
   const day = new Date().toISOString().slice(0, 10)
   t.same(await cluster.client.hgetall(`referrers:daily:${day}`), { news: '2' }, 'referrer counts from both instances add up')
+  const exported = spawnSync(process.execPath, ['dist/cli/export-tracking.js', '--days=1', '--format=json'], { env: { PATH: process.env['PATH'], REDIS_CLUSTER_NODES: cluster.nodes }, encoding: 'utf8' })
+  t.equal(exported.status, 0, `the export CLI runs on the cluster ${exported.stderr}`)
+  t.same(JSON.parse(exported.stdout || '{}'), { [day]: { news: 2 } }, 'and exports those counts')
 
   // 5 requests per window per IP, counted in the cluster: create_room and the two set_track calls were the first 3.
   const statuses: number[] = []
