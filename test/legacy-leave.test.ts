@@ -47,8 +47,11 @@ t.test('LEGACY_LEAVE_ROOM=true: { roomId, socketId } leaves the room, the others
   t.equal((await post(server, { roomId: 'legacy-1', peerId: a.peerId, token: b.token })).status, 403, 'the token body still checks its token')
   t.same(await (await post(server, { roomId: 'legacy-1', peerId: a.peerId, token: a.token })).json(), LEFT, 'and still works')
 
-  const spec = await (await fetch(`${server.http}/openapi.json`)).json() as { paths: Record<string, any> }
-  const body = JSON.stringify(spec.paths['/api/leave_room']?.post?.requestBody)
+  const spec = await (await fetch(`${server.http}/openapi.json`)).json() as { paths: Record<string, any>, components: { schemas: Record<string, unknown> } }
+  // The body is a $ref into components.schemas: the union and both of its members.
+  const ref = String(spec.paths['/api/leave_room']?.post?.requestBody?.content?.['application/json']?.schema?.$ref)
+  t.equal(ref, '#/components/schemas/LeaveRoomOrLegacyBody', 'the body is the union of both shapes')
+  const body = JSON.stringify([spec.components.schemas['LeaveRoomOrLegacyBody'], spec.components.schemas['LegacyLeaveRoomBody'], spec.components.schemas['LeaveRoomBody']])
   t.match(body, /socketId/, 'this instance\'s OpenAPI document shows the legacy body')
   t.match(body, /token/, 'next to the token body')
 })

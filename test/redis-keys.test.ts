@@ -1,3 +1,4 @@
+import { Redis } from 'ioredis'
 import t, { type Test } from 'tap'
 import { startRedis, type TestRedis } from './helpers/redis'
 import { startServer, type ServerProcess } from './helpers/process'
@@ -116,7 +117,10 @@ t.test('a token rotated after Redis lost its data leaves no key without a TTL', 
   t.ok(await until(async () => await connections(s) === 1), 'the server holds B')
 
   // MONITOR shows when the resume's writes for B's session reach Redis.
-  const monitor = await redis.client.monitor()
+  // Its own connection: the watcher keeps scanning on redis.client meanwhile.
+  const monitorClient = new Redis(redis.url)
+  t.teardown(() => { monitorClient.disconnect() })
+  const monitor = await monitorClient.monitor()
   t.teardown(() => { monitor.disconnect() })
   const sessionKey = `${redis.prefix}session:${b.peerId}`
   const touching: string[][] = []
@@ -164,6 +168,9 @@ t.test('after a mixed scenario across two instances no key lacks a TTL, at any s
   await join(c, 'mixed')
   const left = await post(s2, '/api/leave_room', { roomId: 'mixed', peerId: c.peerId, token: c.token })
   t.same(await left.json(), { success: true, message: 'Successfully left the room' }, 'leave_room on the other instance')
+  // B hears both of C's departures before it drops; otherwise they are held
+  // for it and replayed to the resumed connection, ahead of A's below.
+  t.ok(await until(() => b.all('peer-disconnected').filter(f => f.data.peerId === c.peerId).length === 2), 'B heard C leave twice')
 
   b.drop()
   t.ok(await until(async () => await connections(s2) === 0), 'node2 holds B')

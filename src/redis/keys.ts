@@ -237,17 +237,18 @@ export function redisKeys (prefix: string, cluster = false) {
 // later step fails (src/store/redis.ts and src/cluster/redis-mesh.ts say how).
 
 // KEYS: room, sockets, peers. ARGV: peerId, max, ttl, instance, deadline.
+// Returns {1, flat peers, 1 if the peer was not a member before} or {0, code}.
 export const CLUSTER_JOIN_ROOM = fresh(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 'room_not_found'} end
 if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 and redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[2]) then
   return {0, 'room_full'}
 end
-redis.call('SADD', KEYS[2], ARGV[1])
+local added = redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 redis.call('EXPIRE', KEYS[3], ARGV[3])
-return {1, redis.call('HGETALL', KEYS[3])}`)
+return {1, redis.call('HGETALL', KEYS[3]), added}`)
 
 // KEYS: binding, session. ARGV: roomId, ttl, instance, secret hash ('' = keep none), deadline.
 export const CLUSTER_BIND_PEER = fresh(`

@@ -19,7 +19,7 @@ type ScriptedRedis = RedisClient & {
   pdJoinRateLimit (key: string, now: number, windowMs: number, max: number, member: string, deadline: number): Promise<[number, number, number]>
   pdTrackRef (key: string, ref: string, max: number, ttl: number, overflow: string, deadline: number): Promise<number>
   // Redis Cluster: one slot per script (src/redis/keys.ts).
-  pdcJoinRoom (room: string, sockets: string, peers: string, peerId: string, max: number, ttl: number, instance: string, deadline: number): Promise<[0, string] | [1, string[]]>
+  pdcJoinRoom (room: string, sockets: string, peers: string, peerId: string, max: number, ttl: number, instance: string, deadline: number): Promise<[0, string] | [1, string[], number]>
   pdcBindPeer (binding: string, session: string, roomId: string, ttl: number, instance: string, secretHash: string, deadline: number): Promise<number>
   pdcUnbindPeer (binding: string, session: string, roomId: string, deadline: number): Promise<number>
   pdcLeaveRoom (room: string, sockets: string, peers: string, peerId: string, emptyTtl: number, deadline: number): Promise<[number, string[]]>
@@ -77,8 +77,8 @@ export function createRedisStore (opts: RedisStoreOptions): Store {
   /**
    * A join on a cluster: the room decides (exists, capacity) and records the
    * member, then the peer's binding and session follow, then the instance's
-   * peer set. When a later step fails the member is taken out of the room
-   * again (best effort: a room member without a session is what a crash
+   * peer set. When a later step fails a member this join added is taken out
+   * of the room again (best effort: a room member without a session is what a crash
    * between the steps could leave, and the room's TTL ends it).
    */
   async function clusterJoin (roomId: string, peerId: string, maxPeers: number, secretHash: string): Promise<JoinResult> {
@@ -88,7 +88,8 @@ export function createRedisStore (opts: RedisStoreOptions): Store {
       await redis.pdcBindPeer(bindingKey(peerId), sessionKey(peerId), roomId, opts.roomTtlS, opts.instanceId, secretHash, deadline())
       if (secretHash !== '') await redis.pdcOwn(ownedKey(opts.instanceId), peerId, opts.ownedTtlS, deadline())
     } catch (err) {
-      await redis.pdcLeaveRoom(roomKey(roomId), socketsKey(roomId), peersKey(roomId), peerId, opts.roomEmptyTtlS, deadline()).catch(() => {})
+      // Only a member this join added: a same-room rejoin keeps its membership.
+      if (reply[2] === 1) await redis.pdcLeaveRoom(roomKey(roomId), socketsKey(roomId), peersKey(roomId), peerId, opts.roomEmptyTtlS, deadline()).catch(() => {})
       throw err
     }
     return { ok: true, members: pairs(reply[1]) }
