@@ -34,6 +34,14 @@ export interface Protocol<Meeting = unknown> {
   pair (first: Endpoint, second: Endpoint): Promise<[a: Client, b: Client]>
 }
 
+/**
+ * Loopback source addresses to spread connections over (127.0.0.2, …): one
+ * address has about 28k ephemeral ports towards one server port, so tens of
+ * thousands of connections need several. Empty: the system's choice.
+ */
+export const sourceAddresses: string[] = []
+let nextSource = 0
+
 /** A WebSocket carrying one JSON object per text frame, with waits by frame `type`. */
 export class JsonSocket {
   readonly ws: WebSocket
@@ -41,7 +49,8 @@ export class JsonSocket {
   private waiters: Array<{ types: string[], resolve: (frame: any) => void }> = []
 
   constructor (url: string) {
-    this.ws = new WebSocket(url, { perMessageDeflate: false })
+    const localAddress = sourceAddresses.length === 0 ? undefined : sourceAddresses[nextSource++ % sourceAddresses.length]
+    this.ws = new WebSocket(url, { perMessageDeflate: false, ...(localAddress !== undefined && { localAddress }) })
     this.ws.on('error', () => {})
     this.ws.on('message', (raw) => this.dispatch(raw.toString()))
   }

@@ -21,7 +21,7 @@ import { readFileSync, writeFileSync, mkdirSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { Client, Endpoint, Protocol } from './protocol'
+import { sourceAddresses, type Client, type Endpoint, type Protocol } from './protocol'
 import { privydrop } from './privydrop'
 import { peerjs, peerjsEndpoint } from './peerjs'
 
@@ -39,6 +39,13 @@ const P = SMOKE
 const stepsArg = arg('steps')
 if (stepsArg !== undefined) P.relaySteps = stepsArg.map(Number)
 const TICK_MS = Number(arg('tick')?.[0] ?? 10)
+/** --idle=50000: connections of the idle workload; past 20k they come from several loopback addresses (both processes need `ulimit -n` above it). */
+const idleArg = arg('idle')
+if (idleArg !== undefined) P.idle = Number(idleArg[0])
+if (P.idle > 20_000) sourceAddresses.push(...Array.from({ length: Math.ceil(P.idle / 20_000) + 1 }, (_, i) => `127.0.0.${i + 2}`))
+/** The idle workload also measures the heartbeat sweep when the connections are this many or more. */
+const SWEEP_AT = 15_000
+const SWEEP_HEARTBEAT_MS = 5000
 const runsArg = arg('runs')
 if (runsArg !== undefined) P.runs = Number(runsArg[0])
 
@@ -155,7 +162,9 @@ async function startTarget (mode: Mode): Promise<Target> {
     MAX_CONNECTIONS_PER_IP: '100000',
     WS_RATE_PER_S: '100000',
     WS_RATE_BURST: '100000',
-    STUN_URLS: ''
+    STUN_URLS: '',
+    // A large idle run measures the heartbeat sweep: make sweeps come often.
+    ...(P.idle >= SWEEP_AT && { HEARTBEAT_MS: String(SWEEP_HEARTBEAT_MS) })
   }
   const start = async (env: Record<string, string>, script: string, probe = '/ready') => {
     const port = await freePort()
@@ -472,7 +481,7 @@ async function sessions (target: Target): Promise<{ sessions: number, perS: numb
   return result
 }
 
-async function idle (target: Target): Promise<{ connections: number, connectsPerS: number, rssKiBPerConn: number }> {
+async function idle (target: Target): Promise<{ connections: number, connectsPerS: number, rssKiBPerConn: number, sweepCpuMs?: number }> {
   const url = target.urls[0]
   const pid = target.pids[0]
   if (url === undefined || pid === undefined) throw new Error('no target')
@@ -490,8 +499,17 @@ async function idle (target: Target): Promise<{ connections: number, connectsPer
   await sleep(3000)
   const perConn = round((rssKiB(pid) - base) / peers.length, 2)
   log(`  idle ${target.name}: ${peers.length} joined connections, ${connectsPerS} connects/s, ${perConn} KiB RSS each`)
+  // At scale, what keeping them costs: the server's CPU over four heartbeat
+  // sweeps (HEARTBEAT_MS=5000 for these targets; ws clients answer the pings).
+  let sweepCpuMs: number | undefined
+  if (peers.length >= SWEEP_AT && target.protocol === privydrop) {
+    const cpu0 = cpuSeconds([pid])
+    await sleep(SWEEP_HEARTBEAT_MS * 4)
+    sweepCpuMs = round((cpuSeconds([pid]) - cpu0) * 1000 / 4, 1)
+    log(`  idle ${target.name}: ${sweepCpuMs} ms CPU per heartbeat sweep of ${peers.length} connections (and everything else idle meanwhile)`)
+  }
   for (const p of peers) p.terminate()
-  return { connections: peers.length, connectsPerS, rssKiBPerConn: perConn }
+  return { connections: peers.length, connectsPerS, rssKiBPerConn: perConn, ...(sweepCpuMs !== undefined && { sweepCpuMs }) }
 }
 
 // --- driver -----------------------------------------------------------------------
