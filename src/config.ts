@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs'
 import { parseEnv } from 'node:util'
 import envSchema from 'env-schema'
 import { ConfigSchema, type Config } from '../schemas/config'
-import { redisWay, sentinelList } from './redis/client'
+import { hostPortList, redisWay } from './redis/client'
 
 export type EnvSource = Record<string, string | undefined>
 
@@ -82,8 +82,8 @@ export function loadConfig (source: EnvSource): Config {
 /** What the schema cannot say: combinations. Throws an Error naming the variables. */
 export function checkConfig (config: Config): void {
   redisWay(config)
-  if (config.REDIS_SENTINELS !== undefined) sentinelList(config.REDIS_SENTINELS, 'REDIS_SENTINELS')
-  if (config.REDIS_CLUSTER_NODES !== undefined) sentinelList(config.REDIS_CLUSTER_NODES, 'REDIS_CLUSTER_NODES')
+  if (config.REDIS_SENTINELS !== undefined) hostPortList(config.REDIS_SENTINELS, 'REDIS_SENTINELS')
+  if (config.REDIS_CLUSTER_NODES !== undefined) hostPortList(config.REDIS_CLUSTER_NODES, 'REDIS_CLUSTER_NODES')
   // Browsers refuse `*` with credentials; echoing any origin instead would let every site read answers.
   if (config.CORS_CREDENTIALS && allowedOrigins(config.CORS_ORIGIN) === true) {
     throw new Error('CORS_CREDENTIALS=true needs CORS_ORIGIN to list the allowed origins (not * or empty)')

@@ -26,7 +26,7 @@ export function clusterConfigured (config: Config): boolean {
 }
 
 /** REDIS_SENTINELS or REDIS_CLUSTER_NODES as ioredis wants them; throws on an entry that is not host:port. */
-export function sentinelList (value: string, variable = 'REDIS_SENTINELS'): Array<{ host: string, port: number }> {
+export function hostPortList (value: string, variable: string): Array<{ host: string, port: number }> {
   return value.split(',').map(s => s.trim()).filter(Boolean).map((entry) => {
     const match = /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(entry)
     const port = Number(match?.[2])
@@ -129,11 +129,11 @@ export function createRedisClient (config: Config, log: FastifyBaseLogger, role:
       clusterRetryStrategy: backoff,
       redisOptions: { ...nodeOptions, password: config.REDIS_PASSWORD }
     }
-    client = new Cluster(sentinelList(config.REDIS_CLUSTER_NODES, 'REDIS_CLUSTER_NODES'), clusterOptions)
+    client = new Cluster(hostPortList(config.REDIS_CLUSTER_NODES, 'REDIS_CLUSTER_NODES'), clusterOptions)
   } else if (config.REDIS_SENTINELS !== undefined) {
     client = new OwnedRedis({
       ...options,
-      sentinels: sentinelList(config.REDIS_SENTINELS),
+      sentinels: hostPortList(config.REDIS_SENTINELS, 'REDIS_SENTINELS'),
       name: config.REDIS_SENTINEL_NAME,
       password: config.REDIS_PASSWORD,
       sentinelPassword: config.REDIS_SENTINEL_PASSWORD,
