@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap'
 import { startRedis, type TestRedis } from './helpers/redis'
-import { startServer, type ServerProcess } from './helpers/process'
-import { connect, type TestClient } from './helpers/ws'
+import { createRoom, startServer, type ServerProcess } from './helpers/process'
+import { connect, join } from './helpers/ws'
 import { flushPath } from './helpers/markers'
 import { until } from './helper'
 
@@ -23,17 +23,6 @@ async function cluster (t: Test, count: number, env: Record<string, string> = {}
     ...env
   })))
   return { redis, servers }
-}
-
-async function createRoom (server: ServerProcess, roomId: string): Promise<void> {
-  const res = await fetch(`${server.http}/api/create_room`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ roomId }) })
-  if (!res.ok) throw new Error(`create_room ${res.status}`)
-}
-
-async function join (client: TestClient, roomId: string) {
-  const res = await client.request('join', { roomId }, 'joinResponse')
-  if (res.data.success !== true) throw new Error(`join failed: ${JSON.stringify(res.data)}`)
-  return res.data
 }
 
 t.test('a full session between peers on two instances', async (t) => {

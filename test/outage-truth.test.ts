@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap'
 import { startRedis, type TestRedis } from './helpers/redis'
-import { startServer, type ServerProcess } from './helpers/process'
-import { connect, type TestClient } from './helpers/ws'
+import { postJson, startServer, type ServerProcess } from './helpers/process'
+import { connect, join } from './helpers/ws'
 import { until } from './helper'
 
 /*
@@ -24,40 +24,31 @@ async function cluster (t: Test, count: number, env: Record<string, string> = {}
   return { redis, servers }
 }
 
-async function post (server: ServerProcess, path: string, body: unknown): Promise<Response> {
-  return await fetch(`${server.http}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
-}
-
-async function join (client: TestClient, roomId: string): Promise<void> {
-  const res = await client.request('join', { roomId }, 'joinResponse')
-  if (res.data.success !== true) throw new Error(`join failed: ${JSON.stringify(res.data)}`)
-}
-
 /** Log lines of a server that contain `text`. */
 const linesWith = (server: ServerProcess, text: string): string[] => server.output().split('\n').filter(line => line.includes(text))
 
 t.test('POST /api/leave_room while Redis is down: the peer leaves and is told so; the store catches up once Redis is back', async (t) => {
   const { redis, servers: [s1] } = await cluster(t, 1)
   if (s1 === undefined) throw new Error('a server expected')
-  t.equal((await post(s1, '/api/create_room', { roomId: 'bye' })).status, 200)
+  t.equal((await postJson(s1, '/api/create_room', { roomId: 'bye' })).status, 200)
   const x = await connect(t, s1.ws)
   const y = await connect(t, s1.ws)
   await join(x, 'bye')
   await join(y, 'bye')
   await redis.stop()
 
-  const res = await post(s1, '/api/leave_room', { roomId: 'bye', peerId: x.peerId, token: x.token })
+  const res = await postJson(s1, '/api/leave_room', { roomId: 'bye', peerId: x.peerId, token: x.token })
   t.equal(res.status, 200, 'answered as what happened: the peer left')
   t.same(await res.json(), { success: true, message: 'Successfully left the room' })
   t.same((await y.next('peer-disconnected')).data, { peerId: x.peerId }, 'the room was told')
-  const again = await post(s1, '/api/leave_room', { roomId: 'bye', peerId: x.peerId, token: x.token })
+  const again = await postJson(s1, '/api/leave_room', { roomId: 'bye', peerId: x.peerId, token: x.token })
   t.same(await again.json(), { success: false, message: 'Peer is not in that room' }, 'a retry hears it is already out')
 })
 
 t.test('a leave the store missed (Redis hung) is written once Redis answers again: no ghost member', async (t) => {
   const { redis, servers: [s1] } = await cluster(t, 1)
   if (s1 === undefined) throw new Error('a server expected')
-  t.equal((await post(s1, '/api/create_room', { roomId: 'ghost' })).status, 200)
+  t.equal((await postJson(s1, '/api/create_room', { roomId: 'ghost' })).status, 200)
   const x = await connect(t, s1.ws)
   const y = await connect(t, s1.ws)
   await join(x, 'ghost')
@@ -78,7 +69,7 @@ t.test('a leave the store missed (Redis hung) is written once Redis answers agai
 t.test('a client cannot flood the logs through an outage: repeated warnings are aggregated, without stacks', async (t) => {
   const { redis, servers: [s1, s2] } = await cluster(t, 2, { WS_RATE_PER_S: '100000', WS_RATE_BURST: '100000', WS_ABUSE_MAX_DROPS: '100000' })
   if (s1 === undefined || s2 === undefined) throw new Error('two servers expected')
-  t.equal((await post(s1, '/api/create_room', { roomId: 'noisy' })).status, 200)
+  t.equal((await postJson(s1, '/api/create_room', { roomId: 'noisy' })).status, 200)
   const x = await connect(t, s1.ws)
   const y = await connect(t, s2.ws)
   await join(x, 'noisy')
@@ -98,7 +89,7 @@ t.test('a client cannot flood the logs through an outage: repeated warnings are 
 
 t.test('frames refused for a full resume buffer are logged once per window, with a count', async (t) => {
   const server = await startServer(t, { LOG_LEVEL: 'warn', DISABLE_JOIN_RATE_LIMIT: 'true', RESUME_BUFFER_MAX: '2', RESUME_GRACE_MS: '60000', WS_RATE_PER_S: '100000', WS_RATE_BURST: '100000' })
-  t.equal((await post(server, '/api/create_room', { roomId: 'full' })).status, 200)
+  t.equal((await postJson(server, '/api/create_room', { roomId: 'full' })).status, 200)
   const a = await connect(t, server.ws)
   const b = await connect(t, server.ws)
   await join(a, 'full')

@@ -1,8 +1,8 @@
 import t, { type Test } from 'tap'
 import { spawnSync } from 'node:child_process'
 import { startRedisCluster, type TestCluster } from './helpers/redis-cluster'
-import { startServer, type ServerProcess } from './helpers/process'
-import { connect, type TestClient } from './helpers/ws'
+import { createRoom, startServer, type ServerProcess } from './helpers/process'
+import { connect, join } from './helpers/ws'
 import { until } from './helper'
 import { loadConfig } from '../src/config'
 import { clusterConfigured } from '../src/redis/client'
@@ -25,17 +25,6 @@ async function instances (t: Test, cluster: TestCluster, count: number, env: Rec
     LOG_LEVEL: 'warn',
     ...env
   })))
-}
-
-async function createRoom (server: ServerProcess, roomId: string): Promise<void> {
-  const res = await fetch(`${server.http}/api/create_room`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ roomId }) })
-  if (!res.ok) throw new Error(`create_room ${res.status}`)
-}
-
-async function join (client: TestClient, roomId: string) {
-  const res = await client.request('join', { roomId }, 'joinResponse')
-  if (res.data.success !== true) throw new Error(`join failed: ${JSON.stringify(res.data)}`)
-  return res.data
 }
 
 /** Calls of one command on every primary (INFO commandstats). */

@@ -1,8 +1,8 @@
 import t, { type Test } from 'tap'
 import { readFileSync } from 'node:fs'
 import { startRedis, type TestRedis } from './helpers/redis'
-import { startServer, type ServerProcess } from './helpers/process'
-import { connect, type TestClient } from './helpers/ws'
+import { postJson, startServer, type ServerProcess } from './helpers/process'
+import { connect, join } from './helpers/ws'
 import { until } from './helper'
 
 /*
@@ -28,13 +28,7 @@ async function cluster (t: Test, count: number, env: Record<string, string> = {}
 }
 
 async function createRoom (server: ServerProcess, roomId: string): Promise<number> {
-  const res = await fetch(`${server.http}/api/create_room`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ roomId }) })
-  return res.status
-}
-
-async function join (client: TestClient, roomId: string): Promise<void> {
-  const res = await client.request('join', { roomId }, 'joinResponse')
-  if (res.data.success !== true) throw new Error(`join failed: ${JSON.stringify(res.data)}`)
+  return (await postJson(server, '/api/create_room', { roomId })).status
 }
 
 /** Resident memory of a process, from /proc (MiB). */

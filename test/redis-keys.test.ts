@@ -1,8 +1,8 @@
 import { Redis } from 'ioredis'
 import t, { type Test } from 'tap'
 import { startRedis, type TestRedis } from './helpers/redis'
-import { startServer, type ServerProcess } from './helpers/process'
-import { connect, type TestClient } from './helpers/ws'
+import { createRoom, postJson, startServer, type ServerProcess } from './helpers/process'
+import { connect, join } from './helpers/ws'
 import { sleep, until } from './helper'
 
 /*
@@ -66,20 +66,6 @@ function watchTtls (t: Test, redis: TestRedis): { offenders: Set<string>, sample
 
 /** A readable form of a key for reports: peer ids and instance ids replaced by placeholders. */
 const shape = (key: string): string => key.replace(/^(session|socket):[^:]+/, '$1:<peerId>').replace(/^instance:[^:]+/, 'instance:<id>')
-
-async function post (s: ServerProcess, path: string, body: unknown): Promise<Response> {
-  return await fetch(`${s.http}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
-}
-
-async function createRoom (s: ServerProcess, roomId: string): Promise<void> {
-  const res = await post(s, '/api/create_room', { roomId })
-  if (!res.ok) throw new Error(`create_room ${res.status}`)
-}
-
-async function join (client: TestClient, roomId: string): Promise<void> {
-  const res = await client.request('join', { roomId }, 'joinResponse')
-  if (res.data.success !== true) throw new Error(`join failed: ${JSON.stringify(res.data)}`)
-}
 
 async function connections (s: ServerProcess): Promise<number> {
   const text = await (await fetch(`${s.http}/metrics`)).text()
@@ -151,7 +137,7 @@ t.test('after a mixed scenario across two instances no key lacks a TTL, at any s
   const watcher = watchTtls(t, redis)
 
   await createRoom(s1, 'mixed')
-  t.equal((await post(s2, '/api/set_track', { ref: 'mixed-test', timestamp: Date.now() })).status, 200)
+  t.equal((await postJson(s2, '/api/set_track', { ref: 'mixed-test', timestamp: Date.now() })).status, 200)
   const a = await connect(t, s1.ws)
   const b = await connect(t, s2.ws)
   const c = await connect(t, s1.ws)
@@ -166,7 +152,7 @@ t.test('after a mixed scenario across two instances no key lacks a TTL, at any s
 
   t.same((await c.request('leave', { roomId: 'mixed' }, 'leaveResponse')).data, { success: true, roomId: 'mixed' })
   await join(c, 'mixed')
-  const left = await post(s2, '/api/leave_room', { roomId: 'mixed', peerId: c.peerId, token: c.token })
+  const left = await postJson(s2, '/api/leave_room', { roomId: 'mixed', peerId: c.peerId, token: c.token })
   t.same(await left.json(), { success: true, message: 'Successfully left the room' }, 'leave_room on the other instance')
   // B hears both of C's departures before it drops; otherwise they are held
   // for it and replayed to the resumed connection, ahead of A's below.

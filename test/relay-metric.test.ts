@@ -1,18 +1,13 @@
 import t from 'tap'
 import { startRedis } from './helpers/redis'
 import { startServer, type ServerProcess } from './helpers/process'
-import { connect, type TestClient } from './helpers/ws'
+import { connect, join } from './helpers/ws'
 
 /*
  * privydrop_relay_latency_seconds says what it measures: one observation per
  * relay on the sender's instance, labelled by path (the target here, or on
  * another instance, where only the hand-off to the router is timed).
  */
-
-async function join (client: TestClient, roomId: string): Promise<void> {
-  const res = await client.request('join', { roomId }, 'joinResponse')
-  if (res.data.success !== true) throw new Error(`join failed: ${JSON.stringify(res.data)}`)
-}
 
 async function latencyCounts (server: ServerProcess): Promise<Record<string, number>> {
   const text = await (await fetch(`${server.http}/metrics`)).text()

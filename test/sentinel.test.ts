@@ -5,10 +5,10 @@ import { tmpdir } from 'node:os'
 import { join as joinPath } from 'node:path'
 import { Redis } from 'ioredis'
 import pino from 'pino'
-import { freePort, startRedis } from './helpers/redis'
+import { freePort, startRedis, waitForRedis } from './helpers/redis'
 import { startFakeSentinel } from './helpers/fake-sentinel'
 import { startServer, type ServerProcess } from './helpers/process'
-import { connect, type TestClient } from './helpers/ws'
+import { connect, join } from './helpers/ws'
 import { sleep, until } from './helper'
 import { loadConfig } from '../src/config'
 import { createRedisClient } from '../src/redis/client'
@@ -21,26 +21,6 @@ import { createRedisClient } from '../src/redis/client'
  * dependent; the race it once lost now and then (ioredis ending a client for
  * good) is also reproduced exactly, against a fake Sentinel.
  */
-
-async function waitFor (port: number, what: string): Promise<void> {
-  const probe = new Redis({ port, host: '127.0.0.1', lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 })
-  probe.on('error', () => {})
-  try {
-    for (let i = 0; i < 200; i++) {
-      try {
-        await probe.connect()
-        await probe.ping()
-        return
-      } catch {
-        probe.disconnect()
-        await new Promise(resolve => setTimeout(resolve, 25))
-      }
-    }
-    throw new Error(`${what} did not start`)
-  } finally {
-    probe.disconnect()
-  }
-}
 
 function spawnRedis (t: Test, args: string[]): ChildProcess {
   const child = spawn('redis-server', args, { stdio: ['ignore', 'ignore', 'inherit'] })
@@ -57,10 +37,10 @@ async function sentinelSetup (t: Test): Promise<SentinelSetup> {
   const base = ['--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no', '--loglevel', 'warning']
   const primaryPort = await freePort()
   const primary = spawnRedis(t, ['--port', String(primaryPort), ...base])
-  await waitFor(primaryPort, 'primary')
+  await waitForRedis(primaryPort, 'primary')
   const replicaPort = await freePort()
   spawnRedis(t, ['--port', String(replicaPort), '--replicaof', '127.0.0.1', String(primaryPort), ...base])
-  await waitFor(replicaPort, 'replica')
+  await waitForRedis(replicaPort, 'replica')
 
   const ports: number[] = []
   for (let i = 0; i < 3; i++) {
@@ -76,7 +56,7 @@ async function sentinelSetup (t: Test): Promise<SentinelSetup> {
       'sentinel parallel-syncs mymaster 1'
     ].join('\n') + '\n')
     spawnRedis(t, [file, '--sentinel', '--loglevel', 'warning'])
-    await waitFor(port, 'sentinel')
+    await waitForRedis(port, 'sentinel')
     ports.push(port)
   }
   // The replica is in sync and known to every sentinel before anything is killed.
@@ -92,11 +72,6 @@ async function sentinelSetup (t: Test): Promise<SentinelSetup> {
     sentinel.disconnect()
   }
   return { primary, primaryPort, replicaPort, sentinels: ports.map(p => `127.0.0.1:${p}`).join(',') }
-}
-
-async function join (client: TestClient, roomId: string): Promise<void> {
-  const res = await client.request('join', { roomId }, 'joinResponse')
-  if (res.data.success !== true) throw new Error(`join failed: ${JSON.stringify(res.data)}`)
 }
 
 const ready = async (s: ServerProcess): Promise<boolean> => (await fetch(`${s.http}/ready`)).status === 200

@@ -1,6 +1,7 @@
 import t from 'tap'
-import { readFileSync, mkdirSync } from 'node:fs'
-import { chromium, type Browser } from 'playwright-core'
+import { readFileSync } from 'node:fs'
+import { type Browser } from 'playwright-core'
+import { ARTIFACTS, launchChromium } from '../helpers/chromium'
 import { startServer } from '../helpers/process'
 
 /*
@@ -12,7 +13,6 @@ import { startServer } from '../helpers/process'
  */
 
 const SERVER_ENV = { LOG_LEVEL: 'warn', DOCS_ENABLED: 'true', STUN_URLS: '' }
-const ARTIFACTS = 'test/e2e/artifacts'
 const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]'])
 
 /** The bits of the browser's globals used in page functions (this project's tsconfig has no DOM lib). */
@@ -26,11 +26,7 @@ const pageText = () => (globalThis as unknown as PageGlobals).document.body.inne
 
 let browser: Browser
 t.before(async () => {
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync']
-  })
-  mkdirSync(ARTIFACTS, { recursive: true })
+  browser = await launchChromium()
 })
 t.teardown(() => browser?.close())
 

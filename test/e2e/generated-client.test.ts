@@ -1,8 +1,9 @@
 import t, { type Test } from 'tap'
 import { spawnSync } from 'node:child_process'
-import { existsSync, mkdirSync, rmSync } from 'node:fs'
+import { existsSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
-import { chromium, type Browser, type Page } from 'playwright-core'
+import { type Browser, type Page } from 'playwright-core'
+import { ARTIFACTS, launchChromium } from '../helpers/chromium'
 import { startServer, type ServerProcess } from '../helpers/process'
 
 /*
@@ -21,7 +22,6 @@ import { startServer, type ServerProcess } from '../helpers/process'
 const EXAMPLE = 'examples/generated-client'
 const OUTPUTS = [join(EXAMPLE, 'generated'), join(EXAMPLE, 'app.js'), join(EXAMPLE, 'app.js.map')]
 const SERVER_ENV = { LOG_LEVEL: 'warn', DEMO_ENABLED: 'true', STUN_URLS: '', DISABLE_JOIN_RATE_LIMIT: 'true' }
-const ARTIFACTS = 'test/e2e/artifacts'
 const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]'])
 
 function run (command: string, args: string[]): { status: number | null, output: string } {
@@ -35,11 +35,7 @@ function removeOutputs (): void {
 
 let browser: Browser
 t.before(async () => {
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync']
-  })
-  mkdirSync(ARTIFACTS, { recursive: true })
+  browser = await launchChromium()
 })
 t.teardown(() => browser?.close())
 removeOutputs()

@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap'
 import { createHash, randomBytes } from 'node:crypto'
-import { mkdirSync } from 'node:fs'
-import { chromium, type Browser, type Page } from 'playwright-core'
+import { type Browser, type Page } from 'playwright-core'
+import { ARTIFACTS, launchChromium } from '../helpers/chromium'
 import { startServer } from '../helpers/process'
 
 /*
@@ -15,18 +15,10 @@ import { startServer } from '../helpers/process'
 
 // LEGACY_LEAVE_ROOM: the web app leaves with POST /api/leave_room { roomId, socketId }.
 const SERVER_ENV = { STUN_URLS: '', DISABLE_JOIN_RATE_LIMIT: 'true', LOG_LEVEL: 'warn', DEMO_ENABLED: 'true', RESUME_GRACE_MS: '10000', LEGACY_LEAVE_ROOM: 'true' }
-const ARTIFACTS = 'test/e2e/artifacts'
 
 let browser: Browser
 t.before(async () => {
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: [
-      '--no-sandbox', '--disable-gpu', '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
-      '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'
-    ]
-  })
-  mkdirSync(ARTIFACTS, { recursive: true })
+  browser = await launchChromium({ webrtc: true })
 })
 t.teardown(() => browser?.close())
 

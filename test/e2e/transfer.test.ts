@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap'
 import { createHash, randomBytes } from 'node:crypto'
-import { mkdirSync } from 'node:fs'
-import { chromium, type Browser, type Page } from 'playwright-core'
+import { type Browser, type Page } from 'playwright-core'
+import { ARTIFACTS, launchChromium } from '../helpers/chromium'
 import { startServer, type ServerProcess } from '../helpers/process'
 import { startRedis } from '../helpers/redis'
 
@@ -13,18 +13,10 @@ import { startRedis } from '../helpers/redis'
  */
 
 const SERVER_ENV = { STUN_URLS: '', DISABLE_JOIN_RATE_LIMIT: 'true', LOG_LEVEL: 'warn' }
-const ARTIFACTS = 'test/e2e/artifacts'
 
 let browser: Browser
 t.before(async () => {
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: [
-      '--no-sandbox', '--disable-gpu', '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
-      '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'
-    ]
-  })
-  mkdirSync(ARTIFACTS, { recursive: true })
+  browser = await launchChromium({ webrtc: true })
 })
 t.teardown(() => browser?.close())
 

@@ -71,3 +71,14 @@ async function stopWritingCoverage (child: ChildProcess, exited: Promise<unknown
   if (await exitedWithin(5000)) return
   child.kill('SIGKILL')
 }
+
+/** POSTs a JSON body to a server (in-process or spawned). */
+export async function postJson (server: { http: string }, path: string, body: unknown): Promise<Response> {
+  return await fetch(`${server.http}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
+}
+
+/** Creates a room over REST; throws unless the server answered 2xx. */
+export async function createRoom (server: { http: string }, roomId: string): Promise<void> {
+  const res = await postJson(server, '/api/create_room', { roomId })
+  if (!res.ok) throw new Error(`create_room ${res.status}`)
+}

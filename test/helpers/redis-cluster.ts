@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Cluster, Redis } from 'ioredis'
-import { freePort } from './redis'
+import { freePort, waitForRedis } from './redis'
 
 type Teardown = { teardown: (fn: () => unknown) => void }
 
@@ -26,26 +26,6 @@ export interface TestCluster {
   primaries (): Promise<number[]>
   /** SIGKILLs the node on this port. */
   kill (port: number): void
-}
-
-async function waitPing (port: number): Promise<void> {
-  const probe = new Redis({ port, host: '127.0.0.1', lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 })
-  probe.on('error', () => {})
-  try {
-    for (let i = 0; i < 200; i++) {
-      try {
-        await probe.connect()
-        await probe.ping()
-        return
-      } catch {
-        probe.disconnect()
-        await new Promise(resolve => setTimeout(resolve, 25))
-      }
-    }
-    throw new Error(`redis-server on ${port} did not start`)
-  } finally {
-    probe.disconnect()
-  }
 }
 
 /** Whether `primaries` primaries report a replica each with a link that is up. */
@@ -90,7 +70,7 @@ export async function startRedisCluster (t: Teardown, opts: { primaries?: number
       '--save', '', '--appendonly', 'no', '--loglevel', 'warning'
     ], { stdio: ['ignore', 'ignore', 'inherit'] }))
   }
-  await Promise.all(ports.map(waitPing))
+  await Promise.all(ports.map(port => waitForRedis(port, `cluster node ${port}`, children.get(port))))
   const create = spawnSync('redis-cli', ['--cluster', 'create', ...ports.map(p => `127.0.0.1:${p}`), '--cluster-replicas', String(replicas), '--cluster-yes'], { encoding: 'utf8' })
   if (create.status !== 0) {
     const diag = ports.map(p => `${p}: ${spawnSync('redis-cli', ['-p', String(p), 'cluster', 'nodes'], { encoding: 'utf8' }).stdout.trim()} | dbsize ${spawnSync('redis-cli', ['-p', String(p), 'dbsize'], { encoding: 'utf8' }).stdout.trim()} | exit ${children.get(p)?.exitCode}`).join('\n')

@@ -34,28 +34,37 @@ export interface TestRedis {
   readonly owned: boolean
 }
 
-async function spawnRedis (port: number): Promise<ChildProcess> {
-  const child = spawn('redis-server', [
-    '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning'
-  ], { stdio: ['ignore', 'ignore', 'inherit'] })
+/**
+ * Resolves once a Redis (server or Sentinel) answers PING on this port;
+ * throws after about 5 s, or as soon as `child` has exited.
+ */
+export async function waitForRedis (port: number, what = 'redis-server', child?: ChildProcess): Promise<void> {
   const probe = new Redis({ port, host: '127.0.0.1', lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 })
   probe.on('error', () => {})
   try {
     for (let i = 0; i < 200; i++) {
-      if (child.exitCode !== null) throw new Error(`redis-server exited with ${child.exitCode}`)
+      if (child !== undefined && child.exitCode !== null) throw new Error(`${what} exited with ${child.exitCode}`)
       try {
         await probe.connect()
         await probe.ping()
-        return child
+        return
       } catch {
         probe.disconnect()
         await new Promise(resolve => setTimeout(resolve, 25))
       }
     }
-    throw new Error('redis-server did not start')
+    throw new Error(`${what} did not start`)
   } finally {
     probe.disconnect()
   }
+}
+
+async function spawnRedis (port: number): Promise<ChildProcess> {
+  const child = spawn('redis-server', [
+    '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning'
+  ], { stdio: ['ignore', 'ignore', 'inherit'] })
+  await waitForRedis(port, 'redis-server', child)
+  return child
 }
 
 async function kill (child: ChildProcess): Promise<void> {

@@ -98,6 +98,13 @@ export async function listen (t: Teardown, app: FastifyInstance): Promise<{ http
   return { http: `http://127.0.0.1:${address.port}`, ws: `ws://127.0.0.1:${address.port}/ws` }
 }
 
+/** Joins a room with a request; throws unless it succeeded. Resolves with the joinResponse data. */
+export async function join (client: TestClient, roomId: string) {
+  const res = await client.request('join', { roomId }, 'joinResponse')
+  if (res.data.success !== true) throw new Error(`join failed: ${JSON.stringify(res.data)}`)
+  return res.data
+}
+
 /** Opens a client, waits for its welcome, closes it in teardown. */
 export async function connect (t: Teardown, url: string, options?: WebSocket.ClientOptions): Promise<TestClient> {
   const client = new TestClient(url, options)
@@ -110,10 +117,7 @@ export async function connect (t: Teardown, url: string, options?: WebSocket.Cli
 /** Creates a room over REST and joins `clients` to it in order. */
 export async function joinRoom (app: FastifyInstance, roomId: string, ...clients: TestClient[]): Promise<void> {
   await app.inject({ method: 'POST', url: '/api/create_room', payload: { roomId } })
-  for (const c of clients) {
-    const res = await c.request('join', { roomId }, 'joinResponse')
-    if (res.data.success !== true) throw new Error(`join failed: ${JSON.stringify(res.data)}`)
-  }
+  for (const c of clients) await join(c, roomId)
 }
 
 export const quietly = (ms: number) => new Promise(resolve => setTimeout(resolve, ms))
