@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import { Counter, Gauge, Histogram } from 'prom-client'
+import { Counter, Gauge } from 'prom-client'
 import { createSignalingHub } from '../signaling/hub'
 import type { SignalingMetrics } from '../signaling/types'
 import { createLocalMesh, type Mesh } from '../signaling/mesh'
@@ -7,23 +7,11 @@ import { createRedisMesh } from '../cluster/redis-mesh'
 import { connectWithin, createRedisClient, type RedisClient } from '../redis/client'
 import { createIceServers } from '../services/ice'
 import type { ErrorCode } from '../../schemas/ws'
+import { FastHistogram, batchedCounter } from '../services/hot-metrics'
 
 declare module 'fastify' {
   interface FastifyInstance {
     signaling: ReturnType<typeof createSignalingHub>
-  }
-}
-
-/** Labelled children are cached: resolving labels on every message costs more than the increment. */
-function labelled (counter: Counter<'type'> | Counter<'code'>): (label: string) => void {
-  const children = new Map<string, { inc: () => void }>()
-  return (label) => {
-    let child = children.get(label)
-    if (child === undefined) {
-      child = counter.labels(label)
-      children.set(label, child)
-    }
-    child.inc()
   }
 }
 
@@ -36,30 +24,28 @@ export default fp(async (fastify) => {
   const { config, store } = fastify
   const registry = fastify.metrics.registry
 
-  const messagesIn = new Counter({ name: 'privydrop_ws_messages_in_total', help: 'Inbound WebSocket messages by type', labelNames: ['type'] as const, registers: [registry] })
-  const messagesOut = new Counter({ name: 'privydrop_ws_messages_out_total', help: 'Outbound WebSocket messages by type', labelNames: ['type'] as const, registers: [registry] })
-  const errors = new Counter({ name: 'privydrop_ws_errors_total', help: 'Protocol errors reported to clients, by code', labelNames: ['code'] as const, registers: [registry] })
+  // Counted for every message: plain additions, handed to prom-client when /metrics is read.
+  const countIn = batchedCounter({ name: 'privydrop_ws_messages_in_total', help: 'Inbound WebSocket messages by type', labelNames: ['type'] as const, registers: [registry] })
+  const countOut = batchedCounter({ name: 'privydrop_ws_messages_out_total', help: 'Outbound WebSocket messages by type', labelNames: ['type'] as const, registers: [registry] })
+  const countError = batchedCounter({ name: 'privydrop_ws_errors_total', help: 'Protocol errors reported to clients, by code', labelNames: ['code'] as const, registers: [registry] })
   const resumes = new Counter({ name: 'privydrop_ws_resumes_total', help: 'Sessions resumed with a resume token', registers: [registry] })
   const duplicates = new Counter({ name: 'privydrop_mesh_duplicates_total', help: 'Frames that reached a peer by a second path during a move and were dropped', registers: [registry] })
   const rerouted = new Counter({ name: 'privydrop_mesh_rerouted_total', help: 'Frames re-routed because the instance they were sent to had gone', registers: [registry] })
-  const relayLatency = new Histogram({
+  const relayLatency = new FastHistogram({
     name: 'privydrop_relay_latency_seconds',
     help: 'Time from reading an offer/answer/candidate to handing it on: to the target socket (or its resume buffer) for path="local", to the cross-instance router for path="remote" (the hop to the other instance is not included)',
     labelNames: ['path'] as const,
     buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1],
     registers: [registry]
   })
-  // Label children resolved once: this runs for every relay.
-  const localLatency = relayLatency.labels('local')
-  const remoteLatency = relayLatency.labels('remote')
-  const countIn = labelled(messagesIn)
-  const countOut = labelled(messagesOut)
-  const countError = labelled(errors)
+  // Label sets resolved once: this runs for every relay.
+  const localLatency = relayLatency.recorder({ path: 'local' })
+  const remoteLatency = relayLatency.recorder({ path: 'remote' })
   const metrics: SignalingMetrics = {
     messageIn: countIn,
     messageOut: countOut,
     error: (code: ErrorCode) => countError(code),
-    relayLatency: (seconds, path) => (path === 'local' ? localLatency : remoteLatency).observe(seconds),
+    relayLatency: (seconds, path) => (path === 'local' ? localLatency : remoteLatency)(seconds),
     resume: () => resumes.inc(),
     duplicate: () => duplicates.inc(),
     rerouted: () => rerouted.inc()
