@@ -71,7 +71,7 @@ export const ConfigSchema = Type.Object({
   MAX_CONNECTIONS_PER_IP: Type.Integer({ minimum: 1, default: 64, description: 'WebSocket connections per client IP, sessions held for resume included; more are refused with 429 before the upgrade' }),
   WS_MAX_QUEUED_MESSAGES: Type.Integer({ minimum: 1, default: 32, description: 'Messages of one connection waiting behind a join or leave in progress; further ones are answered rate_limited' }),
   WS_MAX_BUFFERED_BYTES: Type.Integer({ minimum: 1024, default: 1048576, description: 'Outgoing bytes the socket may buffer for one client; beyond it messages wait in its resume buffer (RESUME_BUFFER_MAX/RESUME_BUFFER_BYTES) and go out as it drains, further ones are refused with peer_not_found' }),
-  HEARTBEAT_MS: Type.Integer({ minimum: 100, default: 25000, description: 'WS ping interval; two missed pongs terminate the connection' }),
+  HEARTBEAT_MS: Type.Integer({ minimum: 100, default: 25000, description: 'WS ping interval per connection (pings go out in up to 100 slices per interval, never all at once); two missed pongs terminate the connection' }),
   RESUME_GRACE_MS: Type.Integer({ minimum: 0, default: 10000, description: 'How long a dropped peer keeps its identity and room for ?resume=' }),
   RESUME_BUFFER_MAX: Type.Integer({ minimum: 0, default: 256, description: 'Messages kept for a dropped peer during the grace; further relays are refused with peer_not_found to their sender' }),
   RESUME_BUFFER_BYTES: Type.Integer({ minimum: 0, default: 1048576, description: 'Bytes of messages kept for a dropped peer during the grace (with RESUME_BUFFER_MAX, whichever is reached first)' }),

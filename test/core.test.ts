@@ -1,5 +1,6 @@
 import t, { type Test } from 'tap'
 import { FakeCluster, errorsOf, join, offer, offerNumbers, type ClusterOptions, type TestNode } from './helpers/fake-mesh'
+import { heartbeatSlices } from '../src/signaling/hub'
 
 /*
  * Unit tests of the signaling core (src/signaling) on one instance:
@@ -278,6 +279,27 @@ t.test('single instance: a left peer is not held after a drop', async (t) => {
   await c.settle()
   t.equal(n.hub.stats().sessions, 1)
   t.equal(a.frames('peer-disconnected').length, 1, 'one disconnect: the leave')
+})
+
+t.test('single instance: a heartbeat round is spread over ticks, each pinging its share once', async (t) => {
+  const { c, n } = await solo(t)
+  await room(n, 'r1')
+  const peers = Array.from({ length: 200 }, () => c.connect(n))
+  await c.settle()
+  const slices = heartbeatSlices(25_000)
+  t.equal(slices, 100, 'the default 25 s round is 100 ticks of 250 ms')
+  const pinged = (): number => peers.reduce((sum, p) => sum + p.transport.pings, 0)
+  let before = 0
+  let largest = 0
+  for (let i = 0; i < slices; i++) {
+    n.hub.heartbeatTick()
+    largest = Math.max(largest, pinged() - before)
+    before = pinged()
+  }
+  t.equal(largest, 2, 'a tick pings its 2 of 200 connections, not all of them')
+  t.ok(peers.every(p => p.transport.pings === 1), 'a round pings every connection exactly once')
+  n.hub.heartbeatTick()
+  t.equal(pinged(), 202, 'the next round starts where the first did')
 })
 
 t.test('single instance: heartbeat terminates after two missed pongs, and the peer is held', async (t) => {

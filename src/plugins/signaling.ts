@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import { Counter, Gauge } from 'prom-client'
-import { createSignalingHub } from '../signaling/hub'
+import { createSignalingHub, heartbeatSlices } from '../signaling/hub'
 import type { SignalingMetrics } from '../signaling/types'
 import { createLocalMesh, type Mesh } from '../signaling/mesh'
 import { createRedisMesh } from '../cluster/redis-mesh'
@@ -109,7 +109,8 @@ export default fp(async (fastify) => {
     registry.registerMetric(new Gauge({ name, help, registers: [], collect () { this.set(read()) } }))
   }
 
-  const heartbeat = setInterval(() => hub.heartbeat(), config.HEARTBEAT_MS)
+  // The round is spread over slices (see ConnectionRegistry): each connection is still pinged every HEARTBEAT_MS.
+  const heartbeat = setInterval(() => hub.heartbeatTick(), config.HEARTBEAT_MS / heartbeatSlices(config.HEARTBEAT_MS))
   // Occupied rooms never expire: refresh their TTLs well inside ROOM_TTL_S.
   const touchEveryMs = Math.min(60_000, Math.max(250, Math.floor(config.ROOM_TTL_S * 1000 / 3)))
   const touch = setInterval(() => {

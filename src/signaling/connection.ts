@@ -76,10 +76,24 @@ export class Connection {
   }
 }
 
-/** The open connections of this instance, per client IP, and the heartbeat sweep over them. */
+/**
+ * The open connections of this instance, per client IP, and the heartbeat
+ * sweep over them. The sweep runs in slices: every connection belongs to one
+ * of `slices` groups (round robin) and a tick pings one group, so a round
+ * pings everyone once without a burst of pings (and of pongs coming back)
+ * that would stall relays for all of them at once.
+ */
 export class ConnectionRegistry {
   private readonly open = new Set<Connection>()
   private readonly perIp = new Map<string, number>()
+  private readonly groups: Array<Set<Connection>>
+  private readonly groupOf = new WeakMap<Connection, Set<Connection>>()
+  private nextGroup = 0
+  private cursor = 0
+
+  constructor (readonly slices = 1) {
+    this.groups = Array.from({ length: Math.max(1, slices) }, () => new Set<Connection>())
+  }
 
   get size (): number {
     return this.open.size
@@ -88,10 +102,15 @@ export class ConnectionRegistry {
   add (conn: Connection): void {
     this.open.add(conn)
     this.perIp.set(conn.ip, (this.perIp.get(conn.ip) ?? 0) + 1)
+    const group = this.groups[this.nextGroup] as Set<Connection>
+    this.nextGroup = (this.nextGroup + 1) % this.groups.length
+    group.add(conn)
+    this.groupOf.set(conn, group)
   }
 
   remove (conn: Connection): void {
     if (!this.open.delete(conn)) return
+    this.groupOf.get(conn)?.delete(conn)
     const count = (this.perIp.get(conn.ip) ?? 1) - 1
     if (count <= 0) this.perIp.delete(conn.ip)
     else this.perIp.set(conn.ip, count)
@@ -101,10 +120,13 @@ export class ConnectionRegistry {
     return this.perIp.get(ip) ?? 0
   }
 
-  /** One heartbeat round: ping everyone, hand back whoever missed two pongs. */
-  sweep (): Connection[] {
+  /** The next slice of a heartbeat round: ping its connections, hand back whoever missed two pongs. */
+  sweepSlice (): { dead: Connection[], roundStarted: boolean } {
+    const roundStarted = this.cursor === 0
+    const group = this.groups[this.cursor] as Set<Connection>
+    this.cursor = (this.cursor + 1) % this.groups.length
     const dead: Connection[] = []
-    for (const conn of this.open) {
+    for (const conn of group) {
       if (conn.serverClose !== null || conn.session === null) continue
       if (conn.awaitingPongs >= 2) {
         dead.push(conn)
@@ -113,7 +135,7 @@ export class ConnectionRegistry {
       conn.awaitingPongs++
       conn.transport.ping()
     }
-    return dead
+    return { dead, roundStarted }
   }
 
   [Symbol.iterator] (): IterableIterator<Connection> {

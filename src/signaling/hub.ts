@@ -53,7 +53,7 @@ export function createSignalingHub (opts: HubOptions) {
   const { store, mesh, limits, metrics } = opts
   const clock = opts.clock ?? systemClock
   const self = mesh.node
-  const connections = new ConnectionRegistry()
+  const connections = new ConnectionRegistry(heartbeatSlices(limits.heartbeatMs))
   const warnings = new LogLimiter(clock)
   const unfinishedLeaves = new Map<string, { roomId: string, peerId: string }>()
   let leaveRetry: TimerHandle | null = null
@@ -494,13 +494,22 @@ export function createSignalingHub (opts: HubOptions) {
       return result === 'forbidden' ? 'not_in_room' : result
     },
 
-    /** One heartbeat round: ping everyone, terminate whoever missed two pongs. */
-    heartbeat (): void {
-      for (const conn of connections.sweep()) {
+    /**
+     * One slice of the heartbeat round (call every heartbeatMs / heartbeatSlices):
+     * ping its connections, terminate whoever missed two pongs.
+     */
+    heartbeatTick (): void {
+      const { dead, roundStarted } = connections.sweepSlice()
+      for (const conn of dead) {
         conn.session?.log.info('heartbeat: two pongs missed, terminating')
         conn.end('heartbeat')
       }
-      moves.sweep()
+      if (roundStarted) moves.sweep()
+    },
+
+    /** A whole heartbeat round at once: every connection pinged (tests and tools). */
+    heartbeat (): void {
+      for (let i = 0; i < connections.slices; i++) this.heartbeatTick()
     },
 
     /** Rooms this instance has members in, with those members (for TTL refresh). */
@@ -546,6 +555,14 @@ export function createSignalingHub (opts: HubOptions) {
       await mesh.leave(leftovers.length > 0)
     }
   }
+}
+
+/**
+ * Slices of a heartbeat round: a tick every heartbeatMs / slices, at most 100
+ * per round and no closer than 10 ms apart (25 s → one tick per 250 ms).
+ */
+export function heartbeatSlices (heartbeatMs: number): number {
+  return Math.max(1, Math.min(100, Math.floor(heartbeatMs / 10)))
 }
 
 const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
