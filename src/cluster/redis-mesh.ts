@@ -27,7 +27,8 @@ type MeshRedis = RedisClient & {
   pdEndSession (session: string, parked: string, instance: string, prefix: string, emptyTtl: number, peerId: string, deadline: number): Promise<[string, string[]] | null>
   pdPark (session: string, parked: string, owner: string, ttl: number, handover: string, deadline: number): Promise<string | null>
   pdRotate (session: string, hash: string, deadline: number): Promise<number>
-  pdPublish (channel: string, payload: string, deadline: number): Promise<number>
+  /** Payloads, then the deadline. */
+  pdPublish (channel: string, ...payloadsThenDeadline: Array<string | number>): Promise<number>
   // Redis Cluster: one slot per script (src/redis/keys.ts).
   pdcClaimSession (session: string, parked: string, expected: string, hash: string, instance: string, ttl: number, deadline: number): Promise<[string, string, number, string[]] | null>
   pdcClaimRoom (peers: string, peerId: string, instance: string, deadline: number): Promise<string[] | null>
@@ -42,6 +43,12 @@ export interface RedisMeshOptions extends MeshSettings {
   /** The command connection's circuit breaker: every call goes through it. */
   link: RedisLink
 }
+
+/** One publish call carries at most this many messages, or about this many bytes. */
+const BATCH_MAX = 256
+const BATCH_BYTES = 256 * 1024
+
+interface Outgoing { payload: string, done: (received: boolean) => void, failed: (err: unknown) => void }
 
 function mergeParked (entries: string[]): Handover | null {
   if (entries.length === 0) return null
@@ -81,6 +88,54 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
   let events: MeshEvents | null = null
   let subscribed = false
   let stopping = false
+
+  /*
+   * Messages to other instances leave once per event-loop turn: one script
+   * call per target instance carries everything for it, in order. Redis then
+   * runs one script and one deadline check per batch instead of per message,
+   * and this process builds one command; each message is still its own
+   * PUBLISH, so a receiver (of any version) reads them exactly as before.
+   */
+  const outbox = new Map<string, Outgoing[]>()
+  let flushing = false
+
+  function publish (node: string, payload: string): Promise<boolean> {
+    return new Promise((resolve, reject) => {
+      const queue = outbox.get(node)
+      const item = { payload, done: resolve, failed: reject }
+      if (queue === undefined) outbox.set(node, [item])
+      else queue.push(item)
+      if (!flushing) {
+        flushing = true
+        setImmediate(flush)
+      }
+    })
+  }
+
+  function flush (): void {
+    flushing = false
+    for (const [node, queue] of outbox) {
+      outbox.delete(node)
+      let start = 0
+      let bytes = 0
+      for (let i = 0; i < queue.length; i++) {
+        bytes += (queue[i] as Outgoing).payload.length
+        if (i + 1 - start >= BATCH_MAX || bytes >= BATCH_BYTES || i === queue.length - 1) {
+          publishBatch(node, queue.slice(start, i + 1))
+          start = i + 1
+          bytes = 0
+        }
+      }
+    }
+  }
+
+  function publishBatch (node: string, batch: Outgoing[]): void {
+    guard(async () => await redis.pdPublish(keys.channel(node), ...batch.map(m => m.payload), deadline())).then((receivers) => {
+      for (const m of batch) m.done(receivers > 0)
+    }, (err: unknown) => {
+      for (const m of batch) m.failed(err)
+    })
+  }
 
   /** Ends a session if `owner` owns it; null when it does not (or no longer exists). */
   async function endSession (peerId: string, owner: string): Promise<{ roomId: string, remaining: Member[] } | null> {
@@ -158,7 +213,7 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
       liveness.start()
     },
 
-    send: (node, msg) => guard(async () => await redis.pdPublish(keys.channel(node), encodeBus(msg), deadline()) > 0),
+    send: (node, msg) => publish(node, encodeBus(msg)),
 
     readSession: (peerId) => guard(async () => {
       const record = await redis.hgetall(keys.sessionKey(peerId))

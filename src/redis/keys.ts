@@ -197,10 +197,14 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1`)
 
 // PUBLISH behind the deadline check: a relay reported unavailable is never published later.
-// KEYS: channel (declared as a key so a cluster routes it). ARGV: payload, deadline.
-// Returns the receiver count, as PUBLISH does.
+// Several messages to one channel in one call (one script run and one deadline
+// check for the batch), each still its own PUBLISH, in order.
+// KEYS: channel (declared as a key so a cluster routes it). ARGV: payload…, deadline.
+// Returns the receiver count, as PUBLISH does (the same for every message of the batch).
 export const PUBLISH_FRESH = fresh(`
-return redis.call('PUBLISH', KEYS[1], ARGV[1])`)
+local receivers = 0
+for i = 1, #ARGV - 1 do receivers = redis.call('PUBLISH', KEYS[1], ARGV[i]) end
+return receivers`)
 
 /**
  * Every key name of the Redis data model, under one prefix. On Redis Cluster
@@ -328,10 +332,11 @@ redis.call('DEL', KEYS[1], KEYS[2])
 if room ~= '' and redis.call('GET', KEYS[3]) == room then redis.call('DEL', KEYS[3]) end
 return room`)
 
-// SPUBLISH behind the deadline check (sharded pub/sub: only the channel's shard carries it).
-// KEYS: channel. ARGV: payload, deadline.
+// SPUBLISH behind the deadline check (sharded pub/sub: only the channel's shard carries it), batched as PUBLISH_FRESH.
 export const CLUSTER_PUBLISH_FRESH = fresh(`
-return redis.call('SPUBLISH', KEYS[1], ARGV[1])`)
+local receivers = 0
+for i = 1, #ARGV - 1 do receivers = redis.call('SPUBLISH', KEYS[1], ARGV[i]) end
+return receivers`)
 
 /**
  * TTL of the instances set and of each instance's peer set: long enough to

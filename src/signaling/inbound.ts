@@ -28,10 +28,11 @@ export function createInbound (ctx: InboundContext): (msg: BusMessage) => void {
 
   function deliver (msg: Extract<BusMessage, { kind: 'D' }>): void {
     const envFor = (seq: number): Envelope => ({ frame: msg.frame, type: msg.type, from: msg.from, id: msg.id, epoch: msg.epoch, seq, origin: msg.origin })
-    const listed = new Set<string>()
-    const onward = new Map<string, Array<[string, number]>>()
+    // Built only when needed: most deliveries are one relay to one peer served here.
+    const listed = msg.broadcast ? new Set<string>() : null
+    let onward: Map<string, Array<[string, number]>> | null = null
     for (const [peerId, seq] of msg.targets) {
-      listed.add(peerId)
+      listed?.add(peerId)
       const target = registry.get(peerId)
       if (target !== undefined && target.roomId === msg.roomId) {
         delivery.deliver(target, envFor(seq))
@@ -43,16 +44,18 @@ export function createInbound (ctx: InboundContext): (msg: BusMessage) => void {
         ctx.undeliverable(envFor(seq))
         continue
       }
+      onward ??= new Map()
       const group = onward.get(node)
       if (group === undefined) onward.set(node, [[peerId, seq]])
       else group.push([peerId, seq])
     }
-    if (msg.broadcast) {
+    if (listed !== null) {
       // Members here the sender's instance did not know of yet.
       for (const member of registry.members(msg.roomId)) {
         if (!listed.has(member.peerId) && member.peerId !== msg.from) delivery.deliver(member, envFor(0))
       }
     }
+    if (onward === null) return
     for (const [node, targets] of onward) {
       ctx.post(node, { ...msg, broadcast: false, targets }).then((received) => {
         if (!received) for (const [, seq] of targets) ctx.undeliverable(envFor(seq))
