@@ -75,6 +75,8 @@ export class FastHistogram<T extends string> extends Histogram<T> {
     const { name, help } = this.meta
     const bucket = `${name}_bucket`
     for (const s of this.series) {
+      // Like prom-client: a label set shows up once it has been observed (and again after a reset).
+      if (s.count === 0) continue
       let cumulative = 0
       this.bounds.forEach((le, i) => {
         cumulative += s.counts[i] ?? 0
