@@ -1,4 +1,4 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
+import * as crypto from 'node:crypto'
 
 /*
  * Resume tokens are `<peerId>.<secret>`: the peer part finds the session, the
@@ -6,15 +6,43 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
  * Redis); the secret itself is sent once, in `welcome`.
  */
 
-export const sha256 = (secret: string): Buffer => createHash('sha256').update(secret).digest()
+/**
+ * One-shot SHA-256 (crypto.hash, Node ≥ 20.12) skips the Hash object that
+ * createHash builds; both give the same digest.
+ */
+const oneShot = (crypto as { hash?: (algorithm: string, data: string, encoding: 'buffer') => Buffer }).hash
+export const sha256 = oneShot !== undefined
+  ? (secret: string): Buffer => oneShot('sha256', secret, 'buffer')
+  : (secret: string): Buffer => crypto.createHash('sha256').update(secret).digest()
+
+/*
+ * Random bytes come from a pool refilled from the CSPRNG (as Node's own
+ * randomUUID does): each call to randomBytes costs a trip into OpenSSL of
+ * several µs whatever its size, and every connection needs 48 bytes. Each
+ * byte of the pool is handed out once.
+ */
+const POOL_BYTES = 48 * 128
+const pool = Buffer.alloc(POOL_BYTES)
+let poolOffset = POOL_BYTES
+
+/** `bytes` fresh random bytes as base64url. */
+function randomText (bytes: number): string {
+  if (poolOffset + bytes > POOL_BYTES) {
+    crypto.randomFillSync(pool)
+    poolOffset = 0
+  }
+  const text = pool.toString('base64url', poolOffset, poolOffset + bytes)
+  poolOffset += bytes
+  return text
+}
 
 export function newPeerId (): string {
-  return randomBytes(16).toString('base64url')
+  return randomText(16)
 }
 
 /** A fresh secret for `peerId`: the token for the client and the hash to keep. */
 export function issueToken (peerId: string): { token: string, hash: Buffer } {
-  const secret = randomBytes(32).toString('base64url')
+  const secret = randomText(32)
   return { token: `${peerId}.${secret}`, hash: sha256(secret) }
 }
 
@@ -28,5 +56,5 @@ export function splitToken (token: string): { peerId: string, secret: string } |
 export function secretMatches (secret: string, stored: Buffer | string): boolean {
   const expected = typeof stored === 'string' ? Buffer.from(stored, 'hex') : stored
   const given = sha256(secret)
-  return expected.length === given.length && timingSafeEqual(expected, given)
+  return expected.length === given.length && crypto.timingSafeEqual(expected, given)
 }
