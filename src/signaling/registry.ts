@@ -1,6 +1,7 @@
 import { Session } from './delivery'
 import { issueToken, newPeerId, secretMatches, splitToken } from './tokens'
 import type { Logger } from './types'
+import { LazyLogger } from './lazy-log'
 
 /**
  * The sessions this instance serves and its members of each room (held ones
@@ -39,7 +40,7 @@ export class SessionRegistry {
 
   /** A session for `peerId` (new, or taken over from another instance) with its secret. */
   create (peerId: string, hash: Buffer, ip: string): Session {
-    const session = new Session(peerId, hash, ip, this.log.child({ peerId }))
+    const session = new Session(peerId, hash, ip, new LazyLogger(this.log, { peerId }))
     this.sessions.set(peerId, session)
     return session
   }
@@ -104,7 +105,7 @@ export class SessionRegistry {
       this.rooms.set(roomId, local)
     }
     local.add(session)
-    session.log = this.log.child({ peerId: session.peerId, roomId })
+    session.log = new LazyLogger(this.log, { peerId: session.peerId, roomId })
   }
 
   unbind (session: Session): string | null {
@@ -115,7 +116,7 @@ export class SessionRegistry {
     session.roomId = null
     // Its own outbound counters stay: receivers remember them for as long as they stay.
     session.seqFrom = null
-    session.log = this.log.child({ peerId: session.peerId })
+    session.log = new LazyLogger(this.log, { peerId: session.peerId })
     if (local === undefined || local.size === 0) {
       this.rooms.delete(roomId)
       this.roomEmptied(roomId)
