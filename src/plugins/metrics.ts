@@ -33,10 +33,30 @@ declare module 'fastify' {
 export default fp(async (fastify) => {
   const metrics = createMetrics()
   fastify.decorate('metrics', metrics)
-  fastify.addHook('onResponse', async (request, reply) => {
+  // Labelled children resolved once per method, route and status: prom-client
+  // otherwise validates and hashes the label object on every request.
+  const counted = new Map<string, { inc: () => void }>()
+  const timed = new Map<string, { observe: (seconds: number) => void }>()
+  // Callback style: an async hook costs a promise and a microtask hop per request.
+  fastify.addHook('onResponse', (request, reply, done) => {
     // The route pattern, not the URL, keeps label cardinality bounded.
     const route = request.routeOptions.url ?? 'unmatched'
-    metrics.httpRequests.inc({ method: request.method, route, status_code: reply.statusCode })
-    metrics.httpDuration.observe({ method: request.method, route }, reply.elapsedTime / 1000)
+    const method = request.method
+    const status = reply.statusCode
+    const routeKey = `${method} ${route}`
+    const countKey = `${routeKey} ${status}`
+    let count = counted.get(countKey)
+    if (count === undefined) {
+      count = metrics.httpRequests.labels({ method, route, status_code: status })
+      counted.set(countKey, count)
+    }
+    let time = timed.get(routeKey)
+    if (time === undefined) {
+      time = metrics.httpDuration.labels({ method, route })
+      timed.set(routeKey, time)
+    }
+    count.inc()
+    time.observe(reply.elapsedTime / 1000)
+    done()
   })
 }, { name: 'metrics', fastify: '5.x' })

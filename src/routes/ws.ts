@@ -32,18 +32,24 @@ const wsRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.get('/ws', {
     websocket: true,
     schema: { querystring: Type.Object({ resume: Type.Optional(Type.String()) }) },
-    onRequest: async (request) => {
-      // Thrown here, after @fastify/websocket's own onRequest hook, so the
+    // Callback style (an async hook costs a promise and a microtask hop per upgrade).
+    onRequest: (request, _reply, done) => {
+      // Refused here, after @fastify/websocket's own onRequest hook, so the
       // error response still lets it destroy the upgrade socket.
-      if (fastify.lifecycle.shuttingDown) throw new ShuttingDownError()
+      if (fastify.lifecycle.shuttingDown) {
+        done(new ShuttingDownError())
+        return
+      }
       const origin = request.headers.origin
       if (origins !== true && origin !== undefined && !origins.includes(origin)) {
         request.log.info({ origin }, 'websocket refused: origin not allowed')
-        throw new OriginNotAllowedError()
+        done(new OriginNotAllowedError())
+        return
       }
       // Held sessions count too: dropping connections must not farm them.
       const resume = typeof request.query.resume === 'string' ? request.query.resume : undefined
-      if (signaling.connectionsFrom(request.ip, resume) >= config.MAX_CONNECTIONS_PER_IP) throw new TooManyConnectionsError()
+      if (signaling.connectionsFrom(request.ip, resume) >= config.MAX_CONNECTIONS_PER_IP) done(new TooManyConnectionsError())
+      else done()
     }
   }, (socket, request) => {
     // Synchronous from here on: the welcome goes out and the listeners are
