@@ -19,6 +19,7 @@ export const ConfigSchema = Type.Object({
     Type.Literal('fatal'), Type.Literal('error'), Type.Literal('warn'),
     Type.Literal('info'), Type.Literal('debug'), Type.Literal('trace'), Type.Literal('silent')
   ], { default: 'info' }),
+  LOG_REQUESTS: Type.Boolean({ default: true, description: 'Log every HTTP request and WebSocket upgrade at info (incoming request, request completed); false keeps the errors and the server\'s own lines' }),
 
   // Store: REDIS_URL wins; otherwise REDIS_HOST (+PORT/PASSWORD) as existing deployments set it; neither → in-memory.
   REDIS_URL: Type.Optional(Type.String({ minLength: 1 })),

@@ -1,4 +1,4 @@
-import type { FastifyServerOptions, FastifyRequest } from 'fastify'
+import { LogController, type FastifyServerOptions, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { Config } from '../schemas/config'
 import { trustProxyOption } from './config'
 
@@ -19,6 +19,7 @@ export function serverOptions (config: Config): FastifyServerOptions {
         })
       }
     },
+    ...(!config.LOG_REQUESTS && { logController: new NoAccessLog() }),
     trustProxy: trustProxyOption(config.TRUST_PROXY),
     bodyLimit: config.BODY_LIMIT_BYTES,
     // Bodies are never coerced: { "roomId": 42 } is a 400, not room "42".
@@ -28,5 +29,19 @@ export function serverOptions (config: Config): FastifyServerOptions {
     // Draining is handled by the lifecycle plugin (see there why).
     return503OnClosing: false,
     forceCloseConnections: 'idle'
+  }
+}
+
+/**
+ * LOG_REQUESTS=false: Fastify's `incoming request` and `request completed`
+ * lines are skipped before they are built. Its other lines stay: a request
+ * that errored, an unknown route, a failed serialization or header write.
+ * (`disableRequestLogging` would silence those too.)
+ */
+class NoAccessLog extends LogController {
+  override incomingRequest (): void {}
+
+  override requestCompleted (error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
+    if (error !== null && error !== undefined) super.requestCompleted(error, request, reply)
   }
 }
