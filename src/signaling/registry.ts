@@ -1,7 +1,6 @@
 import { Session } from './delivery'
 import { issueToken, newPeerId, secretMatches, splitToken } from './tokens'
 import type { Logger } from './types'
-import { LazyLogger } from './lazy-log'
 
 /**
  * The sessions this instance serves and its members of each room (held ones
@@ -40,7 +39,7 @@ export class SessionRegistry {
 
   /** A session for `peerId` (new, or taken over from another instance) with its secret. */
   create (peerId: string, hash: Buffer, ip: string): Session {
-    const session = new Session(peerId, hash, ip, new LazyLogger(this.log, { peerId }))
+    const session = new Session(peerId, hash, ip, this.log.child({ peerId }))
     this.sessions.set(peerId, session)
     return session
   }
@@ -105,7 +104,7 @@ export class SessionRegistry {
       this.rooms.set(roomId, local)
     }
     local.add(session)
-    session.log = new LazyLogger(this.log, { peerId: session.peerId, roomId })
+    session.log = this.log.child({ peerId: session.peerId, roomId })
   }
 
   unbind (session: Session): string | null {
@@ -116,7 +115,7 @@ export class SessionRegistry {
     session.roomId = null
     // Its own outbound counters stay: receivers remember them for as long as they stay.
     session.seqFrom = null
-    session.log = new LazyLogger(this.log, { peerId: session.peerId })
+    session.log = this.log.child({ peerId: session.peerId })
     if (local === undefined || local.size === 0) {
       this.rooms.delete(roomId)
       this.roomEmptied(roomId)
