@@ -1,3 +1,6 @@
+import type { IncomingMessage } from 'node:http'
+import { setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
 import t, { type Test } from 'tap'
 import { buildTestApp, serveApp, STORE_MODES, storeTime, until } from './helper'
 import { connect, joinRoom, listen, quietly, refusedWith, TestClient } from './helpers/ws'
@@ -316,4 +319,25 @@ t.test('app.close() closes every socket with 1001 promptly', async (t) => {
   t.equal((await a.closed).code, 1001)
   t.equal((await b.closed).code, 1001)
   t.ok(Date.now() - started < 5000, 'close did not hang')
+})
+
+t.test('an open connection keeps nothing of its upgrade: the request, its response and Fastify\'s request/reply are collectable', async (t) => {
+  // KiBs per idle connection otherwise (@fastify/websocket leaves the upgrade's
+  // ServerResponse on the socket, and it holds the rest).
+  setFlagsFromString('--expose-gc')
+  const gc = runInNewContext('gc') as () => void
+  const app = await buildTestApp(t)
+  const { ws } = await listen(t, app)
+  const upgrades: Array<WeakRef<object>> = []
+  app.server.on('upgrade', (req: IncomingMessage) => { upgrades.push(new WeakRef(req)) })
+  const a = await connect(t, ws)
+  const b = await connect(t, ws)
+  await joinRoom(app, 'lean', a, b)
+  t.equal(upgrades.length, 2)
+  t.ok(await until(() => {
+    gc()
+    return upgrades.every(ref => ref.deref() === undefined)
+  }, 2000), 'both upgrade requests were collected while their connections stay open')
+  a.send('offer', { peerId: b.peerId, offer: OFFER })
+  t.equal((await b.next('offer')).data.from, a.peerId, 'and the connections still work')
 })

@@ -1,3 +1,5 @@
+import type { ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 import websocket from '@fastify/websocket'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
@@ -63,6 +65,15 @@ const wsRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     // connection). The hub handles socket errors itself, so replace it.
     socket.removeAllListeners('error')
     socket.on('error', conn.protocolError)
+    // @fastify/websocket routes the upgrade through Fastify with a
+    // ServerResponse assigned to the raw socket (socket._httpMessage), and it
+    // stays there: it holds the upgrade request, Fastify's request and reply,
+    // their logger and the reply's finish listener for as long as the
+    // connection lives (~2.9 KiB of heap in all). The reply is hijacked and ws owns the
+    // socket now, so let them go. Its 'finish' never comes either way (nothing
+    // is written to it), so no onResponse hook is skipped.
+    const raw = request.raw.socket as Socket & { _httpMessage?: ServerResponse | null }
+    raw._httpMessage?.detachSocket(raw)
   })
 }
 
