@@ -2,6 +2,7 @@ import type { Baseline, Envelope } from './bus'
 import type { Connection } from './connection'
 import type { Clock, Logger, SignalingMetrics, TimerHandle } from './types'
 import type { LogLimiter } from './log-limiter'
+import { SessionLog } from './session-log'
 
 /*
  * Inbound delivery to one peer: straight to its socket while connected, into
@@ -66,7 +67,6 @@ export class Session {
   /** Whether the mesh holds a record of it (written by its first join, or taken over by a claim). */
   recorded = false
   graceTimer: TimerHandle | null = null
-  log: Logger
   /** Next sequence number per target, for frames this peer sends across instances. */
   private seqTo: Map<string, number> | null = null
   /** Next sequence expected per sender. */
@@ -76,8 +76,12 @@ export class Session {
   gapTimer: TimerHandle | null = null
   reconcileUntil = 0
 
-  constructor (readonly peerId: string, public secretHash: Buffer, public ip: string, log: Logger) {
-    this.log = log
+  /** `baseLog`: the instance's logger, shared by every session. */
+  constructor (readonly peerId: string, public secretHash: Buffer, public ip: string, private readonly baseLog: Logger) {}
+
+  /** Its log lines carry its peer id and room (made per use: an idle session keeps no logger). */
+  get log (): Logger {
+    return new SessionLog(this.baseLog, this)
   }
 
   /** The next outbound sequence number towards `target`. */

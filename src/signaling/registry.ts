@@ -39,7 +39,7 @@ export class SessionRegistry {
 
   /** A session for `peerId` (new, or taken over from another instance) with its secret. */
   create (peerId: string, hash: Buffer, ip: string): Session {
-    const session = new Session(peerId, hash, ip, this.log.child({ peerId }))
+    const session = new Session(peerId, hash, ip, this.log)
     this.sessions.set(peerId, session)
     return session
   }
@@ -104,7 +104,6 @@ export class SessionRegistry {
       this.rooms.set(roomId, local)
     }
     local.add(session)
-    session.log = this.log.child({ peerId: session.peerId, roomId })
   }
 
   unbind (session: Session): string | null {
@@ -115,7 +114,6 @@ export class SessionRegistry {
     session.roomId = null
     // Its own outbound counters stay: receivers remember them for as long as they stay.
     session.seqFrom = null
-    session.log = this.log.child({ peerId: session.peerId })
     if (local === undefined || local.size === 0) {
       this.rooms.delete(roomId)
       this.roomEmptied(roomId)
