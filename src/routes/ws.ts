@@ -1,11 +1,23 @@
 import type { ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import websocket from '@fastify/websocket'
+import type { WebSocket } from 'ws'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import createError from '@fastify/error'
 import { allowedOrigins } from '../config'
 import { ShuttingDownError } from '../plugins/lifecycle'
+import type { ConnectionHandle } from '../signaling/hub'
+
+/** Where a socket keeps the hub's handle for its connection. */
+const kHandle = Symbol('privydrop.connection')
+interface Attached { [kHandle]: ConnectionHandle }
+const handle = (socket: WebSocket): ConnectionHandle => (socket as WebSocket & Attached)[kHandle]
+
+function onMessage (this: WebSocket, data: Buffer | string, isBinary: boolean): void { handle(this).message(data, isBinary) }
+function onPong (this: WebSocket): void { handle(this).pong() }
+function onClose (this: WebSocket, code: number): void { handle(this).closed(code) }
+function onError (this: WebSocket): void { handle(this).protocolError() }
 
 const OriginNotAllowedError = createError('PRIVYDROP_ORIGIN_NOT_ALLOWED', 'Origin not allowed', 403)
 const TooManyConnectionsError = createError('PRIVYDROP_TOO_MANY_CONNECTIONS', 'Too many connections from this address', 429)
@@ -56,15 +68,16 @@ const wsRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   }, (socket, request) => {
     // Synchronous from here on: the welcome goes out and the listeners are
     // attached before the event loop can deliver a frame.
-    const conn = signaling.open(socket, { ip: request.ip, resumeToken: request.query.resume })
-    socket.on('message', conn.message)
-    socket.on('pong', conn.pong)
-    socket.on('close', conn.closed)
+    ;(socket as WebSocket & Attached)[kHandle] = signaling.open(socket, { ip: request.ip, resumeToken: request.query.resume })
+    // The same four listeners for every socket: they find its connection on it.
+    socket.on('message', onMessage)
+    socket.on('pong', onPong)
+    socket.on('close', onClose)
     // @fastify/websocket's own error listener closes over the upgrade request
     // and reply, keeping them alive as long as the socket (KiBs per idle
     // connection). The hub handles socket errors itself, so replace it.
     socket.removeAllListeners('error')
-    socket.on('error', conn.protocolError)
+    socket.on('error', onError)
     // @fastify/websocket routes the upgrade through Fastify with a
     // ServerResponse assigned to the raw socket (socket._httpMessage), and it
     // stays there: it holds the upgrade request, Fastify's request and reply,

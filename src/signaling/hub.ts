@@ -400,6 +400,32 @@ export function createSignalingHub (opts: HubOptions) {
     leaveRoom
   })
 
+  /**
+   * A socket's events, forwarded to its connection. One small object per
+   * connection with the methods on its prototype: closures would cost a
+   * function object each, and keep open()'s scope alive with them.
+   */
+  class Handle implements ConnectionHandle {
+    constructor (private readonly conn: Connection) {}
+
+    message (data: Buffer | string, isBinary: boolean): void {
+      handlers.onMessage(this.conn, data, isBinary)
+    }
+
+    pong (): void {
+      this.conn.awaitingPongs = 0
+    }
+
+    closed (code: number): void {
+      onClosed(this.conn, code)
+    }
+
+    protocolError (): void {
+      // ws already sent the close frame (1009 or 1007); the peer is not held for resume.
+      if (this.conn.serverClose === null) this.conn.serverClose = 'oversize'
+    }
+  }
+
   // --- public API -----------------------------------------------------------------
 
   return {
@@ -455,15 +481,7 @@ export function createSignalingHub (opts: HubOptions) {
         attach(conn, created.session, created.token, false)
       }
 
-      return {
-        message: (data, isBinary) => handlers.onMessage(conn, data, isBinary),
-        pong: () => { conn.awaitingPongs = 0 },
-        closed: (code) => onClosed(conn, code),
-        protocolError: () => {
-          // ws already sent the close frame (1009 or 1007); the peer is not held for resume.
-          if (conn.serverClose === null) conn.serverClose = 'oversize'
-        }
-      }
+      return new Handle(conn)
     },
 
     /** A message from another instance. */
