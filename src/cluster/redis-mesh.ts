@@ -1,6 +1,6 @@
 import type { RedisClient } from '../redis/client'
 import {
-  CLAIM_SESSION, CLUSTER_CLAIM_ROOM, CLUSTER_CLAIM_SESSION, CLUSTER_END_SESSION, CLUSTER_PUBLISH_FRESH, END_SESSION, PARK_HANDOVER, PUBLISH_FRESH, ROTATE_SECRET,
+  CLAIM_SESSION, CLUSTER_CLAIM_ROOM, CLUSTER_CLAIM_SESSION, CLUSTER_END_SESSION, CLUSTER_PUBLISH_FRESH, END_SESSION, PARK_HANDOVER, PUBLISH_COMMAND, PUBLISH_FRESH, ROTATE_SECRET,
   instanceRecordTtlS, pairs, redisKeys
 } from '../redis/keys'
 import { defineClusterCommands } from '../store/redis'
@@ -69,7 +69,7 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
   redis.defineCommand('pdRotate', { numberOfKeys: 1, lua: ROTATE_SECRET })
   const cluster = opts.redis instanceof Cluster
   // Sharded pub/sub on a cluster (SPUBLISH): a message crosses only its channel's shard.
-  redis.defineCommand('pdPublish', { numberOfKeys: 1, lua: cluster ? CLUSTER_PUBLISH_FRESH : PUBLISH_FRESH })
+  redis.defineCommand(PUBLISH_COMMAND, { numberOfKeys: 1, lua: cluster ? CLUSTER_PUBLISH_FRESH : PUBLISH_FRESH })
   if (cluster) {
     defineClusterCommands(redis)
     redis.defineCommand('pdcClaimSession', { numberOfKeys: 2, lua: CLUSTER_CLAIM_SESSION })

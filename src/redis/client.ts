@@ -2,6 +2,7 @@ import { Cluster, Redis, type Callback, type ClusterOptions, type RedisOptions }
 import type { FastifyBaseLogger } from 'fastify'
 import type { Config } from '../../schemas/config'
 import { brief } from '../signaling/log-limiter'
+import { PUBLISH_COMMAND } from './keys'
 
 const WAYS = ['REDIS_URL', 'REDIS_HOST', 'REDIS_SENTINELS', 'REDIS_CLUSTER_NODES'] as const
 
@@ -111,7 +112,10 @@ export function createRedisClient (config: Config, log: FastifyBaseLogger, role:
     // ioredis runs one auto-pipeline at a time: after a hang, the next batch
     // waits until the stalled one has timed out. The health check (TIME) and
     // the readiness probe (PING) go around it, so they see the new connection.
-    autoPipeliningIgnoredCommands: ['time', 'ping'],
+    // Publishes to other instances are batched per event-loop turn by the mesh
+    // already (one call per target instance): a pipeline of its own for each
+    // would cost more than the one write it saves.
+    autoPipeliningIgnoredCommands: ['time', 'ping', PUBLISH_COMMAND],
     connectionName: `privydrop:${role}`
   }
   let client: RedisClient

@@ -196,6 +196,9 @@ redis.call('HINCRBY', KEYS[1], field, 1)
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1`)
 
+/** The ioredis command that runs PUBLISH_FRESH (it bypasses auto-pipelining: see src/redis/client.ts). */
+export const PUBLISH_COMMAND = 'pdPublish'
+
 // PUBLISH behind the deadline check: a relay reported unavailable is never published later.
 // Several messages to one channel in one call (one script run and one deadline
 // check for the batch), each still its own PUBLISH, in order.
