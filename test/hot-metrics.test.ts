@@ -42,6 +42,10 @@ test('FastHistogram exposes what a prom-client Histogram does, in text and JSON'
   slow.labels('local').observe(0.002)
   t.equal(await fast.metrics(), await reference.metrics(), 'only the label set observed since shows')
   t.throws(() => quick.observe(1), /recorder/, 'prom-client observe would be lost, so it is refused')
+  t.throws(() => quick.startTimer(), /recorder/, 'and so is its timer')
+  local(Number.NaN)
+  local(Number.POSITIVE_INFINITY)
+  t.equal(await fast.metrics(), await reference.metrics(), 'non-finite values are dropped, as prom-client refuses them')
 })
 
 test('batchedCounter totals reach the prom-client counter at every read', async (t) => {
@@ -60,4 +64,9 @@ test('batchedCounter totals reach the prom-client counter at every read', async 
   t.equal(await fast.metrics(), await reference.metrics())
   t.equal(await fast.metrics(), await reference.metrics())
   t.match(await fast.metrics(), /messages_total\{type="answer"\} 2/)
+  // Counted, not yet read, then reset: gone with the reset.
+  count('offer')
+  fast.resetMetrics()
+  reference.resetMetrics()
+  t.equal(await fast.metrics(), await reference.metrics(), 'a reset drops the counts not yet handed over')
 })

@@ -95,6 +95,9 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
    * runs one script and one deadline check per batch instead of per message,
    * and this process builds one command; each message is still its own
    * PUBLISH, so a receiver (of any version) reads them exactly as before.
+   * Publishes therefore reach Redis after the commands issued in the same
+   * turn (and to different instances grouped by target): no receiver reads
+   * Redis state in answer to a bus message, which is what keeps that safe.
    */
   const outbox = new Map<string, Outgoing[]>()
   let flushing = false
@@ -119,7 +122,7 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
       let start = 0
       let bytes = 0
       for (let i = 0; i < queue.length; i++) {
-        bytes += (queue[i] as Outgoing).payload.length
+        bytes += Buffer.byteLength((queue[i] as Outgoing).payload)
         if (i + 1 - start >= BATCH_MAX || bytes >= BATCH_BYTES || i === queue.length - 1) {
           publishBatch(node, queue.slice(start, i + 1))
           start = i + 1

@@ -23,6 +23,12 @@ export function batchedCounter<T extends string> (config: CounterConfiguration<T
       }
     }
   })
+  // Counts not yet handed over go with a reset too.
+  const reset = counter.reset.bind(counter)
+  counter.reset = () => {
+    for (const cell of cells.values()) cell.n = 0
+    reset()
+  }
   return (label) => {
     const cell = cells.get(label)
     if (cell !== undefined) cell.n++
@@ -49,8 +55,13 @@ export class FastHistogram<T extends string> extends Histogram<T> {
     this.bounds = [...config.buckets].sort((a, b) => a - b)
     this.meta = { name: config.name, help: config.help }
     // prom-client's own observations would never be exported (its constructor
-    // sets observe on the instance, so it is replaced here rather than overridden).
-    this.observe = () => { throw new Error(`${config.name}: observe through recorder()`) }
+    // sets observe on the instance, so these are replaced here rather than overridden).
+    const refuse = (): never => { throw new Error(`${config.name}: observe through recorder()`) }
+    this.observe = refuse
+    this.startTimer = refuse
+    this.labels = refuse
+    this.zero = refuse
+    this.remove = refuse
   }
 
   /** An observer for one label set, resolved once by the caller. */
@@ -59,6 +70,8 @@ export class FastHistogram<T extends string> extends Histogram<T> {
     this.series.push(s)
     const bounds = this.bounds
     return (value) => {
+      // As prom-client refuses them: one NaN would make the sum NaN until a reset.
+      if (!Number.isFinite(value)) return
       s.sum += value
       s.count++
       for (let i = 0; i < bounds.length; i++) {
