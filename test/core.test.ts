@@ -1,6 +1,6 @@
 import t, { type Test } from 'tap'
 import { FakeCluster, errorsOf, join, offer, offerNumbers, type ClusterOptions, type TestNode } from './helpers/fake-mesh'
-import { heartbeatSlices } from '../src/signaling/hub'
+import { heartbeatSlices, startHeartbeat } from '../src/signaling/hub'
 
 /*
  * Unit tests of the signaling core (src/signaling) on one instance:
@@ -300,6 +300,36 @@ t.test('single instance: a heartbeat round is spread over ticks, each pinging it
   t.ok(peers.every(p => p.transport.pings === 1), 'a round pings every connection exactly once')
   n.hub.heartbeatTick()
   t.equal(pinged(), 202, 'the next round starts where the first did')
+})
+
+t.test('heartbeat ticks follow the clock: late timers do not stretch the round, a stall catches up at most a round', async (t) => {
+  let now = 0
+  let pending: { fn: () => void, at: number } | null = null
+  const clock = {
+    now: () => now,
+    setTimeout: (fn: () => void, ms: number) => { pending = { fn, at: now + ms }; return pending as unknown as ReturnType<typeof setTimeout> },
+    clearTimeout: () => { pending = null }
+  }
+  /** Fires the pending timer `lateMs` after it was due. */
+  const fire = (lateMs: number): void => {
+    const timer = pending as { fn: () => void, at: number } | null
+    if (timer === null) throw new Error('no timer pending')
+    now = timer.at + lateMs
+    timer.fn()
+  }
+  let ticks = 0
+  const stop = startHeartbeat(clock, 1000, () => { ticks++ })
+  // 100 ticks of 10 ms; every timer fires 3 ms late.
+  for (let i = 0; i < 200 && clock.now() < 1000; i++) fire(3)
+  t.ok(ticks >= 99 && ticks <= 100, `a 1 s round is still about 100 ticks in 1 s with late timers (${ticks})`)
+  ticks = 0
+  fire(250)
+  t.ok(ticks >= 25 && ticks <= 27, `a 250 ms stall is caught up at once (${ticks})`)
+  ticks = 0
+  fire(60_000)
+  t.equal(ticks, 101, 'a stall of a minute runs one round, not six thousand ticks')
+  stop()
+  t.equal(pending, null, 'stopped')
 })
 
 t.test('single instance: heartbeat terminates after two missed pongs, and the peer is held', async (t) => {

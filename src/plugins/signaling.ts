@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin'
 import { Counter, Gauge } from 'prom-client'
-import { createSignalingHub, heartbeatSlices } from '../signaling/hub'
-import type { SignalingMetrics } from '../signaling/types'
+import { createSignalingHub, startHeartbeat } from '../signaling/hub'
+import { systemClock, type SignalingMetrics } from '../signaling/types'
 import { createLocalMesh, type Mesh } from '../signaling/mesh'
 import { createRedisMesh } from '../cluster/redis-mesh'
 import { connectWithin, createRedisClient, type RedisClient } from '../redis/client'
@@ -109,25 +109,9 @@ export default fp(async (fastify) => {
     registry.registerMetric(new Gauge({ name, help, registers: [], collect () { this.set(read()) } }))
   }
 
-  // The round is spread over slices (see ConnectionRegistry): each connection
-  // is still pinged every HEARTBEAT_MS. Ticks follow the clock rather than an
-  // interval, whose delays would add up over a hundred ticks per round and
-  // stretch it (and the time to notice a dead connection); ticks a stall held
-  // back run at once, at most a round's worth.
-  const sliceMs = config.HEARTBEAT_MS / heartbeatSlices(config.HEARTBEAT_MS)
-  let nextTick = performance.now() + sliceMs
-  let heartbeat: NodeJS.Timeout
-  const tick = (): void => {
-    const now = performance.now()
-    if (now - nextTick > config.HEARTBEAT_MS) nextTick = now - config.HEARTBEAT_MS
-    while (nextTick <= now) {
-      hub.heartbeatTick()
-      nextTick += sliceMs
-    }
-    heartbeat = setTimeout(tick, nextTick - now)
-    heartbeat.unref()
-  }
-  heartbeat = setTimeout(tick, sliceMs)
+  // The round is spread over slices (see ConnectionRegistry and startHeartbeat):
+  // each connection is still pinged every HEARTBEAT_MS.
+  const stopHeartbeat = startHeartbeat({ ...systemClock, now: () => performance.now() }, config.HEARTBEAT_MS, () => hub.heartbeatTick())
   // Occupied rooms never expire: refresh their TTLs well inside ROOM_TTL_S.
   const touchEveryMs = Math.min(60_000, Math.max(250, Math.floor(config.ROOM_TTL_S * 1000 / 3)))
   const touch = setInterval(() => {
@@ -135,11 +119,10 @@ export default fp(async (fastify) => {
       fastify.log.warn({ err }, 'could not refresh room TTLs')
     })
   }, touchEveryMs)
-  heartbeat.unref()
   touch.unref()
 
   fastify.addHook('preClose', async () => {
-    clearTimeout(heartbeat)
+    stopHeartbeat()
     clearInterval(touch)
     const closeWaitMs = Math.min(2000, Math.floor(config.SHUTDOWN_TIMEOUT_MS / 4))
     await hub.shutdown(closeWaitMs)
