@@ -252,6 +252,40 @@ function measure (pids: number[]) {
 
 // --- helpers ------------------------------------------------------------------------
 
+/**
+ * Sends `rate` messages/s for `durationMs`, round robin over `pairs`, a
+ * batch every `tickMs` (a late tick catches up, by at most `maxBurst`
+ * messages); `send` gets the pair and the message's number. Resolves with
+ * how many were sent.
+ */
+async function paced<T> (pairs: T[], rate: number, durationMs: number, tickMs: number, maxBurst: number, send: (pair: T, n: number) => void): Promise<number> {
+  let sent = 0
+  let cursor = 0
+  const started = performance.now()
+  await new Promise<void>((resolve) => {
+    const timer = setInterval(() => {
+      const due = Math.floor((performance.now() - started) / 1000 * rate) - sent
+      for (let i = 0; i < Math.min(due, maxBurst); i++) {
+        const pair = pairs[cursor++ % pairs.length]
+        if (pair === undefined) continue
+        send(pair, sent)
+        sent++
+      }
+      if (performance.now() - started >= durationMs) {
+        clearInterval(timer)
+        resolve()
+      }
+    }, tickMs)
+  })
+  return sent
+}
+
+/** Waits until `done()` (checked every 20 ms) or `ms` have passed. */
+async function drained (ms: number, done: () => boolean): Promise<void> {
+  const until = performance.now() + ms
+  while (!done() && performance.now() < until) await sleep(20)
+}
+
 async function pool<T> (items: T[], concurrency: number, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0
   await Promise.all(Array.from({ length: concurrency }, async () => {
@@ -308,30 +342,10 @@ async function capacity (target: Target): Promise<{ delivered: number, lost: num
   for (const { b } of pairs) b.onSignal = () => { delivered++ }
   const redisPids = nodes.map(n => n.child.pid ?? 0)
   const before = redisPids.map(pid => cpuSeconds([pid]))
-  let sent = 0
-  const started = performance.now()
-  let cursor = 0
-  await new Promise<void>((resolve) => {
-    const timer = setInterval(() => {
-      const due = Math.floor((performance.now() - started) / 1000 * P.capacityRate) - sent
-      for (let i = 0; i < due; i++) {
-        const pair = pairs[cursor++ % pairs.length]
-        if (pair === undefined) continue
-        pair.a.signal('candidate', pair.b.id, { candidate: `${sent} ${performance.now()}`, sdpMLineIndex: 0 })
-        sent++
-      }
-      if (performance.now() - started >= P.capacityMs) {
-        clearInterval(timer)
-        resolve()
-      }
-    }, TICK_MS)
+  const sent = await paced(pairs, P.capacityRate, P.capacityMs, TICK_MS, Infinity, (pair, n) => {
+    pair.a.signal('candidate', pair.b.id, { candidate: `${n} ${performance.now()}`, sdpMLineIndex: 0 })
   })
-  const drainUntil = performance.now() + 5000
-  for (;;) {
-    // `delivered` grows in the receivers' handlers while this waits.
-    if (performance.now() >= drainUntil || delivered >= sent) break
-    await sleep(20)
-  }
+  await drained(5000, () => delivered >= sent)
   const cpu = redisPids.map((pid, i) => cpuSeconds([pid]) - (before[i] ?? 0))
   await Promise.all(pairs.flatMap(({ a, b }) => [a.close(), b.close()]))
   const usPerMsg = cpu.map(c => round(c * 1e6 / Math.max(1, delivered), 2))
@@ -356,7 +370,6 @@ async function relay (target: Target): Promise<{ steps: RelayStep[], maxOk: numb
   const pairs = await joinedPairs(target, P.relayPairs)
   const steps: RelayStep[] = []
   for (const offered of P.relaySteps) {
-    let sent = 0
     let delivered = 0
     let orderViolations = 0
     const latencies: number[] = []
@@ -382,30 +395,12 @@ async function relay (target: Target): Promise<{ steps: RelayStep[], maxOk: numb
     const tickMs = TICK_MS
     // Catch up on a late tick, but never with more than four ticks' worth at once.
     const maxBurst = Math.ceil(offered * tickMs / 1000) * 4
-    let cursor = 0
-    const started = performance.now()
-    await new Promise<void>((resolve) => {
-      const timer = setInterval(() => {
-        const due = Math.floor((performance.now() - started) / 1000 * offered) - sent
-        for (let i = 0; i < Math.min(due, maxBurst); i++) {
-          const pair = pairs[cursor++ % pairs.length]
-          if (pair === undefined) continue
-          const seq = (seqs.get(pair.a) ?? -1) + 1
-          seqs.set(pair.a, seq)
-          pair.a.signal('candidate', pair.b.id, { candidate: `${seq} ${performance.now()}`, sdpMLineIndex: 0 })
-          sent++
-        }
-        if (performance.now() - started >= P.stepMs) {
-          clearInterval(timer)
-          resolve()
-        }
-      }, tickMs)
+    const sent = await paced(pairs, offered, P.stepMs, tickMs, maxBurst, (pair) => {
+      const seq = (seqs.get(pair.a) ?? -1) + 1
+      seqs.set(pair.a, seq)
+      pair.a.signal('candidate', pair.b.id, { candidate: `${seq} ${performance.now()}`, sdpMLineIndex: 0 })
     })
-    const drainUntil = performance.now() + 2000
-    while (performance.now() < drainUntil) {
-      if (delivered >= sent) break // counted by the receivers' handlers
-      await sleep(20)
-    }
+    await drained(2000, () => delivered >= sent) // counted by the receivers' handlers
     const w = done()
     const sorted = latencies.sort((x, y) => x - y)
     const step: RelayStep = {
