@@ -1,6 +1,6 @@
 import t, { type Test } from 'tap'
 import { startRedis, type TestRedis } from './helpers/redis'
-import { startServer, type ServerProcess } from './helpers/process'
+import { OFFER, startServer, type ServerProcess } from './helpers/process'
 import { ChurnPeer, LiveSet, describeLost, outstanding, summary, tally, type Endpoint, type Frame, type LostMessage, type Tally } from './helpers/churn'
 import { until } from './helper'
 
@@ -271,8 +271,6 @@ t.test('SIGKILL: only what was inside the dead process may be lost', async (t) =
   verdict(t, r, peers, live, moved)
   for (const p of peers) p.dispose()
 })
-
-const OFFER = { type: 'offer', sdp: 'v=0\r\n' }
 
 t.test('resume race: a relay sent right after the resumed welcome reaches the peer on its new instance', async (t) => {
   const { nodes: [n1, n2, n3] } = await cluster(t, 3)

@@ -1,6 +1,6 @@
 import t, { type Test } from 'tap'
 import { startRedis, type TestRedis } from './helpers/redis'
-import { createRoom, startServer, type ServerProcess } from './helpers/process'
+import { OFFER, createRoom, handshakeAcross, startServer, type ServerProcess } from './helpers/process'
 import { connect, join } from './helpers/ws'
 import { flushPath } from './helpers/markers'
 import { until } from './helper'
@@ -9,8 +9,6 @@ import { until } from './helper'
  * Real server processes (node dist/server.js) on one real redis-server.
  * Each test starts its own Redis so faults (SIGKILL, Redis stop) stay local.
  */
-
-const OFFER = { type: 'offer', sdp: 'v=0\r\n' }
 
 async function cluster (t: Test, count: number, env: Record<string, string> = {}): Promise<{ redis: TestRedis, servers: ServerProcess[] }> {
   const redis = await startRedis(t, { own: true })
@@ -28,18 +26,7 @@ async function cluster (t: Test, count: number, env: Record<string, string> = {}
 t.test('a full session between peers on two instances', async (t) => {
   const { servers: [s1, s2] } = await cluster(t, 2)
   if (s1 === undefined || s2 === undefined) throw new Error('two servers expected')
-  await createRoom(s1, 'x-room')
-  const a = await connect(t, s1.ws)
-  const b = await connect(t, s2.ws)
-  await join(a, 'x-room')
-  const joined = await join(b, 'x-room')
-  t.same(joined.peers, [a.peerId], 'peers spans instances')
-  t.same((await a.next('ready')).data, { peerId: b.peerId }, 'ready crosses instances')
-
-  b.send('offer', { peerId: a.peerId, offer: OFFER, from: 'FORGED' })
-  t.same((await a.next('offer')).data, { offer: OFFER, peerId: b.peerId, from: b.peerId }, 'offer relayed, sender stamped')
-  a.send('answer', { peerId: b.peerId, answer: { type: 'answer', sdp: 'v=0' } })
-  t.equal((await b.next('answer')).data.from, a.peerId)
+  const { a, b } = await handshakeAcross(t, s1, s2, 'x-room')
   a.send('ice-candidate', { peerId: b.peerId, candidate: null })
   t.same((await b.next('ice-candidate')).data, { candidate: null, peerId: a.peerId, from: a.peerId })
   a.send('initiator-online', { roomId: 'x-room' })

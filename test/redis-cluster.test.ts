@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap'
 import { spawnSync } from 'node:child_process'
 import { startRedisCluster, type TestCluster } from './helpers/redis-cluster'
-import { createRoom, startServer, type ServerProcess } from './helpers/process'
+import { OFFER, createRoom, handshakeAcross, startServer, type ServerProcess } from './helpers/process'
 import { connect, join } from './helpers/ws'
 import { until } from './helper'
 import { loadConfig } from '../src/config'
@@ -14,8 +14,6 @@ import { clusterConfigured } from '../src/redis/client'
  * cross-instance relay in order, broadcasts, resume on another instance,
  * ghost cleanup after SIGKILL, and a primary failover inside the cluster.
  */
-
-const OFFER = { type: 'offer', sdp: 'v=0\r\n' }
 
 async function instances (t: Test, cluster: TestCluster, count: number, env: Record<string, string> = {}): Promise<ServerProcess[]> {
   return await Promise.all(Array.from({ length: count }, (_, i) => startServer(t, {
@@ -62,17 +60,7 @@ t.test('a full session across instances on a 3-primary cluster: rooms spread ove
   t.same([...owners].sort(), await cluster.primaries(), 'rooms are spread over all three primaries')
 
   const publishes = await calls(cluster, 'publish')
-  await createRoom(s1, 'x-room')
-  const a = await connect(t, s1.ws)
-  const b = await connect(t, s2.ws)
-  await join(a, 'x-room')
-  const joined = await join(b, 'x-room')
-  t.same(joined.peers, [a.peerId], 'peers spans instances')
-  t.same((await a.next('ready')).data, { peerId: b.peerId }, 'ready crosses instances')
-  b.send('offer', { peerId: a.peerId, offer: OFFER, from: 'FORGED' })
-  t.same((await a.next('offer')).data, { offer: OFFER, peerId: b.peerId, from: b.peerId }, 'offer relayed, sender stamped')
-  a.send('answer', { peerId: b.peerId, answer: { type: 'answer', sdp: 'v=0' } })
-  t.equal((await b.next('answer')).data.from, a.peerId)
+  const { a, b } = await handshakeAcross(t, s1, s2, 'x-room')
   a.send('initiator-online', { roomId: 'x-room' })
   t.same((await b.next('initiator-online')).data, { roomId: 'x-room' })
 

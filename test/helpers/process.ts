@@ -1,6 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
+import type { Test } from 'tap'
 import { freePort } from './redis'
+import { connect, join, type TestClient } from './ws'
 
 type Teardown = { teardown: (fn: () => unknown) => void }
 
@@ -81,4 +83,28 @@ export async function postJson (server: { http: string }, path: string, body: un
 export async function createRoom (server: { http: string }, roomId: string): Promise<void> {
   const res = await postJson(server, '/api/create_room', { roomId })
   if (!res.ok) throw new Error(`create_room ${res.status}`)
+}
+
+/** A minimal SDP offer. */
+export const OFFER = { type: 'offer', sdp: 'v=0\r\n' }
+
+/**
+ * Two peers meet across instances: a room created on `first`, `a` joined
+ * there and `b` on `second`, then an offer and an answer each way, checked
+ * at every step (membership spans instances, the sender is stamped over a
+ * forged one).
+ */
+export async function handshakeAcross (t: Test, first: ServerProcess, second: ServerProcess, roomId: string): Promise<{ a: TestClient, b: TestClient }> {
+  await createRoom(first, roomId)
+  const a = await connect(t, first.ws)
+  const b = await connect(t, second.ws)
+  await join(a, roomId)
+  const joined = await join(b, roomId)
+  t.same(joined.peers, [a.peerId], 'peers spans instances')
+  t.same((await a.next('ready')).data, { peerId: b.peerId }, 'ready crosses instances')
+  b.send('offer', { peerId: a.peerId, offer: OFFER, from: 'FORGED' })
+  t.same((await a.next('offer')).data, { offer: OFFER, peerId: b.peerId, from: b.peerId }, 'offer relayed, sender stamped')
+  a.send('answer', { peerId: b.peerId, answer: { type: 'answer', sdp: 'v=0' } })
+  t.equal((await b.next('answer')).data.from, a.peerId)
+  return { a, b }
 }
