@@ -100,23 +100,19 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
    * Redis state in answer to a bus message, which is what keeps that safe.
    */
   const outbox = new Map<string, Outgoing[]>()
-  let flushing = false
 
   function publish (node: string, payload: string): Promise<boolean> {
     return new Promise((resolve, reject) => {
+      // A flush empties the outbox: the first message after it schedules the next.
+      if (outbox.size === 0) setImmediate(flush)
       const queue = outbox.get(node)
       const item = { payload, done: resolve, failed: reject }
       if (queue === undefined) outbox.set(node, [item])
       else queue.push(item)
-      if (!flushing) {
-        flushing = true
-        setImmediate(flush)
-      }
     })
   }
 
   function flush (): void {
-    flushing = false
     for (const [node, queue] of outbox) {
       outbox.delete(node)
       let start = 0

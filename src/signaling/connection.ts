@@ -91,8 +91,13 @@ export class ConnectionRegistry {
   private nextGroup = 0
   private cursor = 0
 
-  constructor (readonly slices = 1) {
+  constructor (slices = 1) {
     this.groups = Array.from({ length: Math.max(1, slices) }, () => new Set<Connection>())
+  }
+
+  /** Ticks in one heartbeat round. */
+  get slices (): number {
+    return this.groups.length
   }
 
   get size (): number {
