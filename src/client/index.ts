@@ -82,6 +82,8 @@ interface Pending {
 
 const OPEN = 1
 const DEFAULT_RECONNECT: ReconnectOptions = { initialDelayMs: 250, maxDelayMs: 10_000, factor: 2, jitter: 0.5 }
+/** An 'error' event is always followed by a close event, which is what the client acts on. */
+const ignoreError = (): void => {}
 /** Close codes after which reconnecting would be wrong. */
 const NO_RECONNECT = new Set([1000, 4000])
 
@@ -261,14 +263,15 @@ export class SignalingClient {
     this.welcomed = false
     const onMessage = (event: { data: unknown }) => this.onMessage(String(event.data))
     const onClose = (event: { code: number, reason: string }) => this.onClose(event.code, event.reason)
-    const onError = () => { /* a close event follows */ }
     ws.addEventListener('message', onMessage)
     ws.addEventListener('close', onClose)
-    ws.addEventListener('error', onError)
+    // Never removed: a socket closed or terminated while still CONNECTING emits
+    // 'error' on the next tick ("closed before the connection was established"),
+    // and with Node's `ws` an 'error' nobody listens to is an uncaught exception.
+    ws.addEventListener('error', ignoreError)
     this.detach = () => {
       ws.removeEventListener('message', onMessage)
       ws.removeEventListener('close', onClose)
-      ws.removeEventListener('error', onError)
     }
   }
 
