@@ -1,7 +1,8 @@
 'use strict'
 // PM2: `pm2 start deploy/pm2/ecosystem.config.cjs` from the repository root,
 // after `npm ci && npm run build`. Set PRIVYDROP_INSTANCES (default: one per
-// CPU) and the server's variables in the environment or in .env.
+// CPU) and the server's variables in the environment or in .env. Run it on
+// Node.js 22 or 24: Node.js 20 is end-of-life (see deploy/README.md).
 //
 // Cluster mode is safe only with Redis: each worker is a separate instance
 // with its own sockets, and instances relay to each other through Redis
