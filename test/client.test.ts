@@ -1,8 +1,10 @@
 import t from 'tap'
+import { once } from 'node:events'
 import { readFileSync } from 'node:fs'
-import WebSocket from 'ws'
-import { createRestClient, RestError, SignalingClient, SignalingError, type WebSocketConstructor, type SignalingClientOptions } from '../src/client'
-import { serveApp, until } from './helper'
+import type { AddressInfo } from 'node:net'
+import WebSocket, { WebSocketServer } from 'ws'
+import { createRestClient, RestError, SignalingClient, SignalingError, type SignalingErrorEvent, type WebSocketConstructor, type SignalingClientOptions } from '../src/client'
+import { serveApp, sleep, until } from './helper'
 import { connect } from './helpers/ws'
 import type { EnvSource } from '../src/config'
 
@@ -189,6 +191,142 @@ t.test('a server shutdown (1001) triggers reconnects; close() stops them', async
   const seen = attempts.control
   t.ok(await until(() => attempts.control >= seen + 3), 'the other client keeps trying')
   t.equal(attempts.a, tried, 'no attempt after close()')
+})
+
+t.test('every send has an id; a refusal names it, on the error event and on that send\'s onRefused; success is silence', async (t) => {
+  const { make, rest } = await setup(t)
+  const { roomId } = await rest.getRoom()
+  const a = make()
+  const b = make()
+  await a.connect()
+  await b.connect()
+  const errors: SignalingErrorEvent[] = []
+  a.on('error', (e) => errors.push(e))
+  const refused: Array<{ which: string, err: SignalingErrorEvent }> = []
+  const onRefused = (which: string) => (err: SignalingErrorEvent) => refused.push({ which, err })
+
+  // Outside a room every relay is refused; the ids are the client's own.
+  const first = a.offer(b.peerId ?? '', { type: 'offer', sdp: 'v=0' }, { onRefused: onRefused('offer') })
+  const second = a.iceCandidate(b.peerId ?? '', null)
+  t.match(first, /^c-\d+$/, 'an id is assigned')
+  t.not(first, second, 'a new id per send')
+  t.equal(a.send('answer', { peerId: 'nobody', answer: { type: 'answer', sdp: 'v=0' } }, 'my-id'), 'my-id', 'a positional id is kept')
+  t.equal(a.send('answer', { peerId: 'nobody', answer: { type: 'answer', sdp: 'v=0' } }, { id: 'my-other-id', onRefused: onRefused('answer') }), 'my-other-id')
+  const online = a.initiatorOnline(roomId, { onRefused: onRefused('online') })
+  await a.ping()
+  const message = 'Target peer not found in your room'
+  t.same(errors, [
+    { code: 'peer_not_found', message, type: 'offer', id: first },
+    { code: 'peer_not_found', message, type: 'ice-candidate', id: second },
+    { code: 'peer_not_found', message, type: 'answer', id: 'my-id' },
+    { code: 'peer_not_found', message, type: 'answer', id: 'my-other-id' },
+    { code: 'not_in_room', message: errors[4]?.message, type: 'initiator-online', id: online }
+  ], 'every error carries the refused message\'s id')
+  t.same(refused.map(r => [r.which, r.err.code, r.err.id]), [
+    ['offer', 'peer_not_found', first],
+    ['answer', 'peer_not_found', 'my-other-id'],
+    ['online', 'not_in_room', online]
+  ], 'onRefused: once, for its own message')
+  t.equal(refused[0]?.err, errors[0], 'the same object as the error event')
+
+  // In the room the relays are accepted: no reply, no callback.
+  await a.join(roomId)
+  await b.join(roomId)
+  const got = new Promise(resolve => b.once('offer', resolve))
+  a.offer(b.peerId ?? '', { type: 'offer', sdp: 'v=0' }, { onRefused: onRefused('accepted') })
+  a.initiatorOnline(roomId, { onRefused: onRefused('accepted') })
+  await got
+  await a.ping()
+  t.equal(errors.length, 5, 'no error for accepted messages')
+  t.equal(refused.length, 3, 'no callback for accepted messages')
+
+  // The target leaves: a relay to it is refused, and the app hears which one.
+  await b.leave(roomId)
+  const gone = new Promise<SignalingErrorEvent>(resolve => a.offer(b.peerId ?? '', { type: 'offer', sdp: 'v=1' }, { onRefused: resolve }))
+  t.match(await Promise.race([gone, sleep(3000).then(() => 'no refusal within 3 s')]), { code: 'peer_not_found', type: 'offer' })
+})
+
+t.test('onRefused callbacks are bounded: the oldest beyond maxRefusalCallbacks, and those older than refusalCallbackTtlMs, are forgotten', async (t) => {
+  const { make, rest } = await setup(t)
+  const { roomId } = await rest.getRoom()
+  const refusals = (c: SignalingClient) => (c as unknown as { refusals: Map<string, unknown> }).refusals
+  const a = make({ maxRefusalCallbacks: 3, refusalCallbackTtlMs: 300 })
+  const b = make()
+  await a.connect()
+  await b.connect()
+  await a.join(roomId)
+  await b.join(roomId)
+  // Accepted relays are never answered: their callbacks would stay forever without the bounds.
+  const ids = Array.from({ length: 10 }, (_, i) => a.iceCandidate(b.peerId ?? '', { candidate: `candidate:${i}` }, { onRefused: () => {} }))
+  t.same([...refusals(a).keys()], ids.slice(-3), 'the newest 3 are kept')
+  await sleep(400)
+  a.iceCandidate(b.peerId ?? '', null, { onRefused: () => {} })
+  t.equal(refusals(a).size, 1, 'expired ones are forgotten')
+
+  // A forgotten callback is not called; the error event still names the message.
+  const forgotten: string[] = []
+  const errors: Array<string | undefined> = []
+  a.on('error', (e) => errors.push(e.id))
+  await a.leave(roomId)
+  const sent = Array.from({ length: 4 }, () => a.offer(b.peerId ?? '', { type: 'offer', sdp: 'v=0' }, { onRefused: (e) => forgotten.push(e.id) }))
+  await a.ping()
+  t.same(errors, sent)
+  t.same(forgotten, sent.slice(-3), 'the oldest was over the cap')
+
+  // Queued while disconnected: the lifetime counts from the write, not from the send.
+  const c = make({ refusalCallbackTtlMs: 200 })
+  const queued = new Promise<SignalingErrorEvent>(resolve => c.offer('nobody', { type: 'offer', sdp: 'v=0' }, { onRefused: resolve }))
+  await sleep(300)
+  await c.connect()
+  t.match(await Promise.race([queued, sleep(3000).then(() => 'no refusal within 3 s')]), { code: 'peer_not_found' })
+  a.close()
+  t.equal(refusals(a).size, 0, 'close() forgets them all')
+})
+
+t.test('a 1012 close (an instance leaving: Redis unreachable) resumes at once with the same identity', async (t) => {
+  // A stand-in server: welcomes, then leaves with 1012 after the welcome (live
+  // sessions) or before it (an instance refusing new ones).
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 })
+  await once(wss, 'listening')
+  t.teardown(() => new Promise(resolve => {
+    for (const sock of wss.clients) sock.terminate()
+    wss.close(resolve)
+  }))
+  const urls: string[] = []
+  const plan: Array<'welcome' | 'welcome-then-1012' | '1012'> = ['welcome-then-1012', '1012', 'welcome-then-1012', 'welcome']
+  wss.on('connection', (sock, req) => {
+    urls.push(req.url ?? '')
+    const step = plan[urls.length - 1] ?? 'welcome'
+    if (step === '1012') {
+      sock.close(1012, 'instance leaving: redis unreachable')
+      return
+    }
+    sock.send(JSON.stringify({ type: 'welcome', data: { peerId: 'peer-1', protocol: 1, heartbeatMs: 25_000, resumeToken: `token-${urls.length}`, iceServers: [] } }))
+    if (step === 'welcome-then-1012') setTimeout(() => sock.close(1012, 'instance leaving: redis unreachable'), 20)
+  })
+  const url = `ws://127.0.0.1:${(wss.address() as AddressInfo).port}/ws`
+  const initialDelayMs = 100
+  const c = new SignalingClient({ url, WebSocket: WebSocket as unknown as WebSocketConstructor, reconnect: { initialDelayMs, maxDelayMs: 30_000, factor: 10, jitter: 0.5 } })
+  t.teardown(() => c.close())
+  const events: string[] = []
+  const delays: number[] = []
+  c.on('close', (e) => events.push(`close:${e.code}:${e.reason}:${String(e.willReconnect)}`))
+  c.on('reconnecting', (e) => delays.push(e.delayMs))
+  c.on('open', (e) => events.push(`open:${String(e.resumed)}:${e.peerId}`))
+  await c.connect()
+  t.ok(await until(() => urls.length === 4 && c.state === 'open', 3000), 'back in well under the backoff a 1012 before the welcome adds')
+  t.same(events, [
+    'open:false:peer-1',
+    'close:1012:instance leaving: redis unreachable:true',
+    'close:1012:instance leaving: redis unreachable:true',
+    'open:true:peer-1',
+    'close:1012:instance leaving: redis unreachable:true',
+    'open:true:peer-1'
+  ])
+  t.same(urls, ['/ws', '/ws?resume=token-1', '/ws?resume=token-1', '/ws?resume=token-3'], 'each attempt resumes with the latest token')
+  t.equal(delays.length, 3)
+  t.ok((delays[0] ?? Infinity) <= initialDelayMs && (delays[2] ?? Infinity) <= initialDelayMs, `a live session resumes within initialDelayMs (${delays.join(', ')})`)
+  t.ok((delays[1] ?? 0) > initialDelayMs, 'a 1012 before any welcome backs off as usual')
 })
 
 t.test('REST helpers', async (t) => {

@@ -1,7 +1,9 @@
 import t from 'tap'
 import { readFileSync } from 'node:fs'
-import WebSocket from 'ws'
-import ioDefault, { io, toWebSocketUrl, type Socket, type SocketOptions } from '../src/client/socket-io'
+import { once } from 'node:events'
+import type { AddressInfo } from 'node:net'
+import WebSocket, { WebSocketServer } from 'ws'
+import ioDefault, { io, toWebSocketUrl, type SignalingErrorDetails, type Socket, type SocketOptions } from '../src/client/socket-io'
 import type { WebSocketConstructor } from '../src/client'
 import { createRestClient } from '../src/client'
 import { serveApp } from './helper'
@@ -230,6 +232,69 @@ t.test('server error frames surface as signaling_error, never as error', async (
   t.same(refused.map(e => [e.code, e.type]), [['peer_not_found', 'offer'], ['not_in_room', 'initiator-online'], ['unknown_type', 'no-such-type']])
   t.same(errors, [], 'no error event')
   t.equal(a.connected, true, 'still connected')
+})
+
+t.test('signaling_error names the refused emit: its id, event and target peerId', async (t) => {
+  const { make, rest } = await setup(t)
+  const { roomId } = await rest.getRoom()
+  const a = make()
+  const b = make()
+  await connected(a)
+  await connected(b)
+  await join(a, roomId)
+  await join(b, roomId)
+  const refused: SignalingErrorDetails[] = []
+  a.on('signaling_error', (e) => refused.push(e))
+  // Accepted relays get no reply.
+  const got = next(b, 'ice-candidate')
+  a.emit('ice-candidate', { peerId: b.id ?? '', candidate: null, from: a.id })
+  await got
+  await roundTrip(a)
+  t.same(refused, [], 'silence is success')
+
+  // b leaves: what a still sends to it is refused, one signaling_error per message.
+  await new Promise<void>(resolve => { b.once('leaveResponse', () => resolve()); b.emit('leave', { roomId }) })
+  a.emit('offer', { peerId: b.id ?? '', offer: { type: 'offer', sdp: 'v=0' }, from: a.id })
+  a.emit('ice-candidate', { peerId: b.id ?? '', candidate: { candidate: 'candidate:1' }, from: a.id })
+  a.emit('recipient-ready', { roomId: 'not-mine', peerId: a.id })
+  a.emit('no-such-type', {})
+  await roundTrip(a)
+  const message = 'Target peer not found in your room'
+  t.match(refused, [
+    { code: 'peer_not_found', message, type: 'offer', event: 'offer', peerId: b.id, id: /^c-\d+$/ },
+    { code: 'peer_not_found', message, type: 'ice-candidate', event: 'ice-candidate', peerId: b.id, id: /^c-\d+$/ },
+    { code: 'not_in_room', type: 'recipient-ready', event: 'recipient-ready', id: /^c-\d+$/ },
+    { code: 'unknown_type', type: 'no-such-type', event: 'no-such-type', id: /^c-\d+$/ }
+  ])
+  t.equal(refused.length, 4)
+  t.equal(new Set(refused.map(e => e.id)).size, 4, 'one id per emit')
+  t.notOk('peerId' in (refused[2] ?? {}), 'no target for a broadcast (its peerId is the sender\'s own)')
+  t.same(Object.keys(refused[0] ?? {}).sort(), ['code', 'event', 'id', 'message', 'peerId', 'type'])
+})
+
+t.test('a 1012 close (an instance leaving) is a "transport close" that reconnects with the same id', async (t) => {
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 })
+  await once(wss, 'listening')
+  t.teardown(() => new Promise(resolve => {
+    for (const sock of wss.clients) sock.terminate()
+    wss.close(resolve)
+  }))
+  const urls: string[] = []
+  wss.on('connection', (sock, req) => {
+    urls.push(req.url ?? '')
+    sock.send(JSON.stringify({ type: 'welcome', data: { peerId: 'peer-1', protocol: 1, heartbeatMs: 25_000, resumeToken: `token-${urls.length}`, iceServers: [] } }))
+    if (urls.length === 1) setTimeout(() => sock.close(1012, 'instance leaving: redis unreachable'), 20)
+  })
+  const socket = io(`http://127.0.0.1:${(wss.address() as AddressInfo).port}`, { WebSocket: WebSocket as unknown as WebSocketConstructor, reconnectionDelay: 100 })
+  t.teardown(() => socket.disconnect())
+  await next(socket, 'connect')
+  const [reason, details] = await next(socket, 'disconnect')
+  t.equal(reason, 'transport close')
+  t.same(details, { code: 1012, reason: 'instance leaving: redis unreachable' })
+  t.equal(socket.active, true, 'it reconnects by itself')
+  await next(socket, 'connect', 1000)
+  t.equal(socket.id, 'peer-1')
+  t.same(urls, ['/ws', '/ws?resume=token-1'])
 })
 
 t.test('a failed connection is connect_error, not error; autoConnect: false waits for connect()', async (t) => {

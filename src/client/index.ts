@@ -49,6 +49,32 @@ export interface SignalingClientOptions {
   pingTimeoutMs?: number
   /** Messages kept while disconnected; the oldest are dropped beyond it. Default 1000. */
   maxQueue?: number
+  /** `onRefused` callbacks kept at most; the oldest are forgotten beyond it. Default 1000. */
+  maxRefusalCallbacks?: number
+  /** An `onRefused` callback is forgotten this long after its message was written to the socket (ms). Default 120000. */
+  refusalCallbackTtlMs?: number
+}
+
+/**
+ * An `error` frame: the server refused one message, or a frame it could not
+ * read. `id` is the refused message's id, when it had one (every message
+ * `send()` writes has one).
+ */
+export type SignalingErrorEvent = ServerData<'error'> & { id?: string }
+
+/** The options of one `send()` (and of `offer`, `answer`, `iceCandidate`, `initiatorOnline`, `recipientReady`). */
+export interface SendOptions {
+  /** Correlation id (1 to 64 printable characters); default `c-<n>`, unique in this client. */
+  id?: string
+  /**
+   * Called when the server refuses this message (an `error` frame with its id),
+   * before the `error` event for the same frame. An accepted message gets no
+   * reply at all: silence is success. Kept for `refusalCallbackTtlMs` after the
+   * message was written, and for at most `maxRefusalCallbacks` messages; a
+   * message dropped from the queue (`maxQueue`) or discarded with an old
+   * session (`open` with `resumed: false`) is never reported.
+   */
+  onRefused?: (err: SignalingErrorEvent & { id: string }) => void
 }
 
 export type ConnectionState = 'connecting' | 'open' | 'reconnecting' | 'closed'
@@ -61,7 +87,7 @@ export interface ConnectionEvents {
   reconnecting: { attempt: number, delayMs: number }
 }
 
-export type ServerEvents = { [T in ServerMessageType]: ServerData<T> }
+export type ServerEvents = { [T in Exclude<ServerMessageType, 'error'>]: ServerData<T> } & { error: SignalingErrorEvent }
 export type SignalingEvents = ServerEvents & ConnectionEvents
 
 /** A request the server answered with an `error` frame, or that got no answer. */
@@ -72,6 +98,17 @@ export class SignalingError extends Error {
     this.name = 'SignalingError'
     this.code = code
   }
+}
+
+interface Queued {
+  text: string
+  id: string
+}
+
+interface Refusal {
+  fn: NonNullable<SendOptions['onRefused']>
+  /** When the message was written to the socket (Date.now()); its send() time while queued. */
+  at: number
 }
 
 interface Pending {
@@ -86,6 +123,12 @@ const DEFAULT_RECONNECT: ReconnectOptions = { initialDelayMs: 250, maxDelayMs: 1
 const ignoreError = (): void => {}
 /** Close codes after which reconnecting would be wrong. */
 const NO_RECONNECT = new Set([1000, 4000])
+/**
+ * The server moves a live session elsewhere: 1001 (shutdown, drain) and 1012
+ * (service restart: an instance cut off from Redis). The client resumes at once
+ * (the first backoff step, at most `initialDelayMs`), not after a grown backoff.
+ */
+const GOING_AWAY = new Set([1001, 1012])
 
 export class SignalingClient {
   peerId: string | null = null
@@ -98,9 +141,11 @@ export class SignalingClient {
   private readonly Ctor: WebSocketConstructor
   private ws: WebSocketLike | null = null
   private welcomed = false
-  private queue: string[] = []
+  private queue: Queued[] = []
   private readonly listeners = new Map<string, Set<(data: any) => void>>()
   private readonly pending = new Map<string, Pending>()
+  /** onRefused callbacks by message id, oldest first (the order of `at`). */
+  private readonly refusals = new Map<string, Refusal>()
   private nextId = 1
   private attempt = 0
   private reconnectTimer: ReturnType<typeof setTimeout> | null = null
@@ -148,16 +193,26 @@ export class SignalingClient {
     this.listeners.get(type)?.delete(fn)
   }
 
-  /** Sends a message; while disconnected it is queued and sent after the next welcome. */
-  send<T extends ClientMessageType> (type: T, data: ClientData<T>, id?: string): void {
-    const text = JSON.stringify(id === undefined ? { type, data } : { type, data, id })
+  /**
+   * Sends a message; while disconnected it is queued and sent after the next
+   * welcome. Returns its id (the given one, or a new `c-<n>`): an `error` frame
+   * refusing it carries that id (see `SendOptions.onRefused`). The third
+   * argument may also be the id itself.
+   */
+  send<T extends ClientMessageType> (type: T, data: ClientData<T>, opts?: string | SendOptions): string {
+    const { id = `c-${this.nextId++}`, onRefused } = typeof opts === 'string' ? { id: opts } : opts ?? {}
+    const text = JSON.stringify({ type, data, id })
+    if (onRefused !== undefined) this.watch(id, onRefused)
     if (this.ws !== null && this.ws.readyState === OPEN && this.welcomed) {
       this.ws.send(text)
-      return
+      return id
     }
-    this.queue.push(text)
+    this.queue.push({ text, id })
     const max = this.opts.maxQueue ?? 1000
-    if (this.queue.length > max) this.queue.splice(0, this.queue.length - max)
+    if (this.queue.length > max) {
+      for (const dropped of this.queue.splice(0, this.queue.length - max)) this.refusals.delete(dropped.id)
+    }
+    return id
   }
 
   /** Sends a message with a correlation id and resolves with the server's direct reply. */
@@ -199,24 +254,25 @@ export class SignalingClient {
     return this.request<'ping', 'pong'>('ping', {})
   }
 
-  offer (peerId: string, offer: ClientData<'offer'>['offer']): void {
-    this.send('offer', { peerId, offer })
+  /** Relays an offer; returns the message id (see `send`). */
+  offer (peerId: string, offer: ClientData<'offer'>['offer'], opts?: SendOptions): string {
+    return this.send('offer', { peerId, offer }, opts)
   }
 
-  answer (peerId: string, answer: ClientData<'answer'>['answer']): void {
-    this.send('answer', { peerId, answer })
+  answer (peerId: string, answer: ClientData<'answer'>['answer'], opts?: SendOptions): string {
+    return this.send('answer', { peerId, answer }, opts)
   }
 
-  iceCandidate (peerId: string, candidate: ClientData<'ice-candidate'>['candidate']): void {
-    this.send('ice-candidate', { peerId, candidate })
+  iceCandidate (peerId: string, candidate: ClientData<'ice-candidate'>['candidate'], opts?: SendOptions): string {
+    return this.send('ice-candidate', { peerId, candidate }, opts)
   }
 
-  initiatorOnline (roomId: string): void {
-    this.send('initiator-online', { roomId })
+  initiatorOnline (roomId: string, opts?: SendOptions): string {
+    return this.send('initiator-online', { roomId }, opts)
   }
 
-  recipientReady (roomId: string | null = null): void {
-    this.send('recipient-ready', { roomId })
+  recipientReady (roomId: string | null = null, opts?: SendOptions): string {
+    return this.send('recipient-ready', { roomId }, opts)
   }
 
   /**
@@ -239,6 +295,7 @@ export class SignalingClient {
     this.detach?.()
     this.ws = null
     ws?.close(1000, 'bye')
+    this.refusals.clear()
     for (const [id, p] of this.pending) {
       clearTimeout(p.timer)
       p.reject(new SignalingError('closed', 'client closed'))
@@ -298,7 +355,42 @@ export class SignalingClient {
         p.resolve(frame)
       }
     }
+    if (frame.type === 'error' && frame.id !== undefined) {
+      // The same object goes to onRefused and to the error listeners.
+      const err: SignalingErrorEvent & { id: string } = { ...(frame.data as ServerData<'error'>), id: frame.id }
+      this.refused(err)
+      this.emit('error', err)
+      return
+    }
     this.emit(frame.type as ServerMessageType, frame.data)
+  }
+
+  /** Keeps an onRefused callback, forgetting expired ones and the oldest beyond the cap. */
+  private watch (id: string, fn: Refusal['fn']): void {
+    this.refusals.delete(id)
+    this.refusals.set(id, { fn, at: Date.now() })
+    this.forgetExpired()
+    const max = Math.max(0, this.opts.maxRefusalCallbacks ?? 1000)
+    for (const oldest of this.refusals.keys()) {
+      if (this.refusals.size <= max) break
+      this.refusals.delete(oldest)
+    }
+  }
+
+  private forgetExpired (): void {
+    const since = Date.now() - (this.opts.refusalCallbackTtlMs ?? 120_000)
+    for (const [id, r] of this.refusals) {
+      if (r.at >= since) break
+      this.refusals.delete(id)
+    }
+  }
+
+  private refused (err: SignalingErrorEvent & { id: string }): void {
+    this.forgetExpired()
+    const r = this.refusals.get(err.id)
+    if (r === undefined) return
+    this.refusals.delete(err.id)
+    r.fn(err)
   }
 
   private onWelcome (welcome: ServerData<'welcome'>): void {
@@ -306,6 +398,7 @@ export class SignalingClient {
     if (this.peerId !== null && !resumed) {
       // A new identity: what was queued or awaited belonged to the old session.
       this.queue = []
+      this.refusals.clear()
       for (const [id, p] of this.pending) {
         clearTimeout(p.timer)
         p.reject(new SignalingError('session_lost', 'the server started a new session; join again'))
@@ -320,18 +413,32 @@ export class SignalingClient {
     this.attempt = 0
     const queued = this.queue
     this.queue = []
-    for (const text of queued) this.ws?.send(text)
+    const now = Date.now()
+    for (const { text, id } of queued) {
+      this.ws?.send(text)
+      // A callback's lifetime counts from when its message is written.
+      const r = this.refusals.get(id)
+      if (r !== undefined) {
+        this.refusals.delete(id)
+        this.refusals.set(id, { fn: r.fn, at: now })
+      }
+    }
     this.startPing(welcome.heartbeatMs)
     this.emit('welcome', welcome)
     this.emit('open', { peerId: welcome.peerId, resumed, iceServers: welcome.iceServers })
   }
 
   private onClose (code: number, reason: string): void {
+    const wasWelcomed = this.welcomed
     this.detach?.()
     this.ws = null
     this.welcomed = false
     this.stopPing()
     const willReconnect = this.state !== 'closed' && this.reconnectOpts !== false && !NO_RECONNECT.has(code)
+    // A live session the server moves elsewhere resumes at once; a connection
+    // refused that way before its welcome backs off as usual (every instance
+    // may be saying it).
+    if (wasWelcomed && GOING_AWAY.has(code)) this.attempt = 0
     this.emit('close', { code, reason, willReconnect })
     if (willReconnect) this.scheduleReconnect()
     else this.state = 'closed'

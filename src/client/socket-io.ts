@@ -12,7 +12,8 @@
  *   are ignored (there is no HTTP long-polling fallback).
  * - The server's `error` frames ({ code, message, type? }) arrive as
  *   `signaling_error`, never as `error`: the web app treats `error` as fatal,
- *   and these are per-message refusals (peer_not_found, not_in_room, …).
+ *   and these are per-message refusals (peer_not_found, not_in_room, …). For
+ *   a refused `emit`, they also name it: its `id`, `event` and target `peerId`.
  *   `error` is never emitted; a failed connection attempt is `connect_error`,
  *   as in socket.io-client v4.
  * - `join` while bound to another room leaves that room first.
@@ -22,7 +23,7 @@
  */
 import {
   SignalingClient, type ClientData, type ClientMessageType, type ServerData, type ServerMessageType,
-  type SignalingClientOptions, type WebSocketConstructor
+  type SignalingClientOptions, type SignalingErrorEvent, type WebSocketConstructor
 } from './index'
 
 export type { WebSocketConstructor }
@@ -36,6 +37,15 @@ export interface DisconnectDetails {
   reason: string
 }
 
+/**
+ * A server `error` frame as `signaling_error`: `{ code, message, type? }`, plus
+ * what identifies the refused message. `id` is its id (every `emit` gets one);
+ * `event` the emitted event (e.g. 'offer'; the frame's `type` when the message
+ * is not known); `peerId` the target of a refused relay (offer, answer,
+ * ice-candidate), from the emitted data.
+ */
+export type SignalingErrorDetails = SignalingErrorEvent & { event?: string, peerId?: string }
+
 /** Server messages as events (`error` frames renamed), plus socket.io's reserved events. */
 export type SocketEvents = { [T in Exclude<ServerMessageType, 'welcome' | 'error'>]: ServerData<T> }
 export interface ReservedEvents {
@@ -43,7 +53,7 @@ export interface ReservedEvents {
   disconnect: (reason: DisconnectReason, details: DisconnectDetails) => void
   connect_error: (err: Error) => void
   /** A server `error` frame: the message it answers was refused; the connection stays up. */
-  signaling_error: (err: ServerData<'error'>) => void
+  signaling_error: (err: SignalingErrorDetails) => void
 }
 
 export interface SocketOptions {
@@ -91,6 +101,9 @@ const SERVER_TYPES = Object.keys({
   error: true
 } satisfies Record<ServerMessageType, true>) as ServerMessageType[]
 
+/** The messages relayed to one peer (data.peerId is the target). */
+const RELAYS = new Set(['offer', 'answer', 'ice-candidate'])
+
 /** Names socket.io refuses to emit; so do we. */
 const RESERVED = new Set(['connect', 'connect_error', 'disconnect', 'disconnecting', 'newListener', 'removeListener'])
 
@@ -115,6 +128,8 @@ export class Socket {
   /** The room this socket is bound to, or is joining (the last join sent, unless refused). */
   private room: string | null = null
   private joinSeq = 0
+  /** What an emit refused by an error frame was, keyed by that frame's event object (see refusable). */
+  private readonly refusedEmits = new WeakMap<object, { event: string, peerId?: string }>()
 
   constructor (uri: string | undefined, opts: SocketOptions = {}) {
     const reconnect = opts.reconnection === false
@@ -131,9 +146,19 @@ export class Socket {
       ...(opts.WebSocket !== undefined && { WebSocket: opts.WebSocket })
     })
     for (const type of SERVER_TYPES) {
-      if (type === 'welcome') continue
-      this.signaling.on(type, (data) => this.fire(type === 'error' ? 'signaling_error' : type, data))
+      if (type === 'welcome' || type === 'error') continue
+      this.signaling.on(type, (data) => this.fire(type, data))
     }
+    this.signaling.on('error', (err) => {
+      // onRefused (refusable) ran just before, with this same object.
+      const emitted = this.refusedEmits.get(err)
+      const event = emitted?.event ?? err.type
+      this.fire('signaling_error', {
+        ...err,
+        ...(event !== undefined && { event }),
+        ...(emitted?.peerId !== undefined && { peerId: emitted.peerId })
+      } satisfies SignalingErrorDetails)
+    })
     this.signaling.on('open', ({ peerId, resumed }) => {
       // A new identity (the grace ran out) has no room on the server.
       if (!resumed) this.room = null
@@ -242,7 +267,7 @@ export class Socket {
     if (event === 'join') this.join(data)
     else {
       if (event === 'leave' && this.room !== null && roomOf(data) === this.room) this.room = null
-      this.signaling.send(event as ClientMessageType, data as never)
+      this.signaling.send(event as ClientMessageType, data as never, this.refusable(event, data))
     }
     return this
   }
@@ -264,6 +289,16 @@ export class Socket {
       // A timeout is not a refusal: a join queued through a long outage still goes out.
       if (seq === this.joinSeq && this.room === roomId && err.code !== 'timeout') this.room = null
     })
+  }
+
+  /** Send options that note what a refusal of this emit refuses, for signaling_error. */
+  private refusable (event: string, data: unknown) {
+    const peerId = RELAYS.has(event) ? (data as { peerId?: unknown } | null | undefined)?.peerId : undefined
+    return {
+      onRefused: (err: SignalingErrorEvent) => {
+        this.refusedEmits.set(err, { event, ...(typeof peerId === 'string' && { peerId }) })
+      }
+    }
   }
 
   private add (event: string, fn: Listener, once: boolean): this {
@@ -296,6 +331,8 @@ function disconnectReason (code: number, willReconnect: boolean): DisconnectReas
   if (code === 4002) return 'ping timeout'
   // The client will not reconnect (a server close with 1000, or 4000 "replaced"): socket.io's wording.
   if (!willReconnect) return 'io server disconnect'
+  // Everything else reconnects by itself, e.g. 1001 (server shutdown), 1012
+  // (an instance leaving: Redis unreachable), 1006 (network loss), 4001.
   return 'transport close'
 }
 
