@@ -80,6 +80,8 @@ export const ConfigSchema = Type.Object({
   // Several instances on one Redis
   INSTANCE_ID: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}$', description: 'Readable prefix of this instance\'s id in Redis (default: none); a random suffix is added per start, so a restarted instance never receives messages meant for its previous run' })),
   INSTANCE_DEAD_AFTER_MS: Type.Integer({ minimum: 300, default: 15000, description: 'An instance silent this long is dead: its peers are ended after RESUME_GRACE_MS unless they resume elsewhere' }),
+  REDIS_EVICT_AFTER_MS: Type.Integer({ minimum: 0, default: 5000, description: 'Redis mode: an instance that cannot reach Redis this long (while other instances were seen alive) closes its WebSockets with 1012 and refuses upgrades until Redis answers, so its clients resume on instances that can reach it; keep it well under INSTANCE_DEAD_AFTER_MS; 0 = never' }),
+  STALL_CHECK_MS: Type.Integer({ minimum: 0, default: 1000, description: 'Redis mode: after an event-loop stall longer than this (a frozen process or VM), the instance asks Redis which of its sessions are still its own before it acts on anything it read meanwhile; 0 = never' }),
 
   SHUTDOWN_TIMEOUT_MS: Type.Integer({ minimum: 100, default: 10000, description: 'Hard limit for a graceful shutdown' })
 })

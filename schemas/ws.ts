@@ -146,5 +146,7 @@ export const CloseCodes = {
   goingAway: 1001,
   policyViolation: 1008,
   messageTooBig: 1009,
+  /** The instance lost its link to the fleet (Redis) or its session: resume on another instance at once. */
+  serviceRestart: 1012,
   replaced: 4000
 } as const

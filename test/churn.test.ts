@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap'
 import { startRedis, type TestRedis } from './helpers/redis'
 import { OFFER, startServer, type ServerProcess } from './helpers/process'
-import { ChurnPeer, LiveSet, describeLost, outstanding, summary, tally, type Endpoint, type Frame, type LostMessage, type Tally } from './helpers/churn'
+import { ChurnPeer, LiveSet, describeLost, pairUp, settle, summary, tally, type Endpoint, type Frame, type LostMessage, type Tally } from './helpers/churn'
 import { until } from './helper'
 
 /*
@@ -81,20 +81,6 @@ async function connected (p: ChurnPeer, node: Node): Promise<ChurnPeer> {
   return p
 }
 
-/** Joins a and then b to the room and learns each one's partner from the server (joinResponse.peers, ready). */
-async function pairUp (a: ChurnPeer, b: ChurnPeer, roomId: string): Promise<void> {
-  await a.join(roomId)
-  const joined = await b.join(roomId)
-  const ready = await a.next(f => f.type === 'ready')
-  a.partnerId = String(ready.data.peerId)
-  b.partnerId = String((joined.data.peers as string[])[0])
-  if (a.partnerId !== b.peerId || b.partnerId !== a.peerId || joined.data.peers.length !== 1) {
-    throw new Error(`pairing ${roomId}: ${JSON.stringify({ a: a.peerId, b: b.peerId, ready: ready.data, peers: joined.data.peers })}`)
-  }
-  a.partner = b
-  b.partner = a
-}
-
 /**
  * 24 pairs, each in its own room: pair i has one peer on node i mod 3 and the
  * other on the next node, except every 4th pair, which shares one node.
@@ -114,22 +100,6 @@ async function setupPairs (t: Test, nodes: Node[], live: LiveSet, tag: string): 
     await pairUp(a, b, roomId)
   }))
   return pairs.flatMap(({ a, b }) => [a, b])
-}
-
-const activity = (peers: ChurnPeer[]) => peers.reduce((n, p) => n + p.activity, 0)
-
-/** After the senders stop: wait until every accepted message arrived, or nothing has moved for 2 s (at most 10 s). */
-async function settle (peers: ChurnPeer[]): Promise<void> {
-  let seen = activity(peers)
-  let changedAt = Date.now()
-  await until(() => {
-    const now = activity(peers)
-    if (now !== seen) {
-      seen = now
-      changedAt = Date.now()
-    }
-    return outstanding(peers) === 0 || Date.now() - changedAt >= 2000
-  }, 10_000, 50)
 }
 
 /**

@@ -19,6 +19,7 @@ const EnvelopeSchema = Type.Object({ frame: Str, type: Str, from: Str, id: Str, 
 const HeaderSchema = Type.Union([
   Type.Tuple([Type.Literal('D'), Str, Str, Str, Int, Str, Str, Type.Boolean(), Type.Array(Type.Tuple([Str, Int]))]),
   Type.Tuple([Type.Literal('F'), Str, Str, Str, Str]),
+  Type.Tuple([Type.Literal('R'), Str, Str, Str, Str, Type.Union([Type.Literal('unavailable'), Type.Literal('peer_not_found')])]),
   Type.Tuple([Type.Literal('M'), Str, Str, Str, Str]),
   Type.Tuple([Type.Literal('T'), Str, Str]),
   Type.Tuple([Type.Literal('H'), Str, Str, Type.Array(Type.Tuple([Str, Int, Int, Int, Type.Array(Int)])), Type.Array(EnvelopeSchema)]),
@@ -31,6 +32,7 @@ export function encodeBus (msg: BusMessage): string {
   switch (msg.kind) {
     case 'D': return `${JSON.stringify(['D', msg.origin, msg.roomId, msg.from, msg.epoch, msg.type, msg.id, msg.broadcast, msg.targets])}\n${msg.frame}`
     case 'F': return JSON.stringify(['F', msg.origin, msg.from, msg.type, msg.id])
+    case 'R': return JSON.stringify(['R', msg.origin, msg.from, msg.type, msg.id, msg.code])
     case 'M': return JSON.stringify(['M', msg.origin, msg.roomId, msg.peerId, msg.node])
     case 'T': return JSON.stringify(['T', msg.origin, msg.peerId])
     case 'H': return JSON.stringify(['H', msg.origin, msg.peerId, msg.baseline, msg.held])
@@ -54,6 +56,7 @@ export function decodeBus (payload: string): BusMessage | null {
   switch (h[0]) {
     case 'D': return { kind: 'D', origin: h[1], roomId: h[2], from: h[3], epoch: h[4], type: h[5], id: h[6], broadcast: h[7], targets: h[8], frame: payload.slice(newline + 1) }
     case 'F': return { kind: 'F', origin: h[1], from: h[2], type: h[3], id: h[4] }
+    case 'R': return { kind: 'R', origin: h[1], from: h[2], type: h[3], id: h[4], code: h[5] }
     case 'M': return { kind: 'M', origin: h[1], roomId: h[2], peerId: h[3], node: h[4] }
     case 'T': return { kind: 'T', origin: h[1], peerId: h[2] }
     case 'H': return { kind: 'H', origin: h[1], peerId: h[2], baseline: h[3], held: h[4] }

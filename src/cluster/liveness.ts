@@ -45,6 +45,12 @@ export function createLiveness (opts: LivenessOptions) {
   /** Since when our own Redis link has been up: reaping waits a full window after an outage. */
   let healthySince: number | null = redis.status === 'ready' ? Date.now() : null
   let stopped = false
+  /** Whether the last heartbeat saw another live instance. */
+  let othersSeen = false
+  /** The fleet marker as first seen; another value later means Redis lost its data. */
+  let marker: string | null = null
+  let markerLost = false
+  const myMarker = `${opts.node}:${Date.now()}`
   redis.on('ready', () => { healthySince ??= Date.now() })
   redis.on('close', () => { healthySince = null })
 
@@ -53,8 +59,12 @@ export function createLiveness (opts: LivenessOptions) {
     const ttlS = instanceRecordTtlS(opts)
     // GT: a beat delayed on a hung connection never overwrites a newer one.
     // (A transaction only within a slot: on a cluster the peer set is elsewhere.)
-    await redis.multi().zadd(keys.instancesKey, 'GT', now, opts.node).expire(keys.instancesKey, ttlS).exec()
+    const beat = await redis.multi().zadd(keys.instancesKey, 'GT', now, opts.node).expire(keys.instancesKey, ttlS)
+      .zrangebyscore(keys.instancesKey, now - opts.deadAfterMs, '+inf').exec()
+    const alive = beat?.[2]?.[1]
+    othersSeen = Array.isArray(alive) && alive.some(node => node !== opts.node)
     await redis.expire(keys.ownedKey(opts.node), ttlS)
+    await checkMarker(ttlS)
     // Only judge others once our own view has been continuous for a full
     // window: after an outage everyone's heartbeat is stale for a moment.
     if (healthySince === null || now - healthySince < opts.deadAfterMs) return
@@ -73,7 +83,30 @@ export function createLiveness (opts: LivenessOptions) {
     }
   }
 
+  /**
+   * Writes the fleet marker if it is missing and compares it with the one
+   * first seen: another value means Redis lost everything since (sessions,
+   * rooms, instance records), and no missing record can be read as "ended".
+   */
+  async function checkMarker (ttlS: number): Promise<void> {
+    const reply = await redis.multi().set(keys.fleetKey, myMarker, 'EX', opts.sessionTtlS, 'NX').get(keys.fleetKey).expire(keys.fleetKey, Math.max(ttlS, opts.sessionTtlS)).exec()
+    const current = reply?.[1]?.[1]
+    if (typeof current !== 'string') return
+    if (marker === null) marker = current
+    else if (current !== marker && !markerLost) {
+      markerLost = true
+      opts.log.error('redis lost its data (the fleet marker changed): missing sessions are not taken as ended')
+    }
+  }
+
   async function reap (instance: string): Promise<void> {
+    // It may have come back meanwhile (it was frozen, or cut off from Redis): then it is not dead.
+    const score = await redis.zscore(keys.instancesKey, instance)
+    if (score !== null && Number(score) > Date.now() - opts.deadAfterMs) {
+      await redis.del(keys.reapKey(instance))
+      opts.log.info({ instance }, 'instance came back before its peers were ended; nothing reaped')
+      return
+    }
     const peerIds = await redis.smembers(keys.ownedKey(instance))
     const ended: EndedSession[] = []
     for (const peerId of peerIds) {
@@ -94,6 +127,15 @@ export function createLiveness (opts: LivenessOptions) {
 
   return {
     start: beat,
+
+    get othersSeen (): boolean {
+      return othersSeen
+    },
+
+    /** The marker the fleet's data was written under, or null when it cannot be trusted (not seen yet, or changed). */
+    get marker (): string | null {
+      return markerLost ? null : marker
+    },
 
     /**
      * Stops heart-beating. With sessions left behind, the instance is marked

@@ -200,6 +200,10 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
     node: opts.node,
     shared: true,
 
+    get othersSeen (): boolean {
+      return liveness.othersSeen
+    },
+
     get reachable (): boolean {
       return subscribed
     },
@@ -236,6 +240,14 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
     }),
 
     ownerOf: (peerId) => guard(async () => await redis.hget(keys.sessionKey(peerId), 'instance')),
+
+    ownersOf: (peerIds) => guard(async () => {
+      const trusted = liveness.marker
+      // Each in its own slot on a cluster: one command each (ioredis pipelines them per node).
+      const [marker, ...owners] = await Promise.all([redis.get(keys.fleetKey), ...peerIds.map(peerId => redis.hget(keys.sessionKey(peerId), 'instance'))])
+      if (trusted === null || marker !== trusted) return null
+      return new Map(peerIds.map((peerId, i) => [peerId, owners[i] ?? null]))
+    }),
 
     park: (peerId, owner, handover) => guard(async () =>
       await redis.pdPark(keys.sessionKey(peerId), keys.parkedKey(peerId), owner, opts.sessionTtlS, JSON.stringify(handover), deadline())),

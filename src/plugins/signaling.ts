@@ -81,6 +81,7 @@ export default fp(async (fastify) => {
     log: fastify.log.child({ component: 'signaling' }),
     metrics,
     iceServers: createIceServers(config),
+    linkHealthy: () => fastify.redisLink?.healthy ?? true,
     limits: {
       maxPeers: config.ROOM_MAX_PEERS,
       joinRateLimit: !config.DISABLE_JOIN_RATE_LIMIT,
@@ -95,10 +96,19 @@ export default fp(async (fastify) => {
       maxQueued: config.WS_MAX_QUEUED_MESSAGES,
       // A vanished instance's peers are ended by a survivor within dead-after
       // (plus a heartbeat) and the grace; frames for them wait that long.
-      rerouteDeadlineMs: config.INSTANCE_DEAD_AFTER_MS * 2 + config.RESUME_GRACE_MS + 2000
+      rerouteDeadlineMs: config.INSTANCE_DEAD_AFTER_MS * 2 + config.RESUME_GRACE_MS + 2000,
+      // Alone, nobody else can claim a session or take a client: nothing to fence or evict for.
+      stallCheckMs: subscriber === undefined ? 0 : config.STALL_CHECK_MS,
+      evictAfterMs: subscriber === undefined ? 0 : config.REDIS_EVICT_AFTER_MS
     }
   })
   fastify.decorate('signaling', hub)
+  const stopWatchdog = hub.startWatchdog()
+  const unwatchLink = fastify.redisLink?.onChange(healthy => hub.linkChanged(healthy))
+  if (fastify.redisLink !== null && !fastify.redisLink.healthy) hub.linkChanged(false)
+  if (subscriber !== undefined && config.REDIS_EVICT_AFTER_MS >= config.INSTANCE_DEAD_AFTER_MS) {
+    fastify.log.warn({ REDIS_EVICT_AFTER_MS: config.REDIS_EVICT_AFTER_MS, INSTANCE_DEAD_AFTER_MS: config.INSTANCE_DEAD_AFTER_MS }, 'REDIS_EVICT_AFTER_MS is not under INSTANCE_DEAD_AFTER_MS: a cut-off instance may be reaped before its clients move')
+  }
 
   const gauges: Array<[string, string, () => number]> = [
     ['privydrop_ws_connections', 'Open WebSocket connections', () => hub.stats().connections],
@@ -123,6 +133,8 @@ export default fp(async (fastify) => {
 
   fastify.addHook('preClose', async () => {
     stopHeartbeat()
+    stopWatchdog()
+    unwatchLink?.()
     clearInterval(touch)
     const closeWaitMs = Math.min(2000, Math.floor(config.SHUTDOWN_TIMEOUT_MS / 4))
     await hub.shutdown(closeWaitMs)

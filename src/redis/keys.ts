@@ -16,6 +16,10 @@ import type { Member } from '../store/types'
  *   instance:<id>:peers      set of the peer ids whose sessions that instance owns (TTL set
  *                            with every addition, refreshed by the heartbeat)
  *   reap:<id>                lock: which live instance cleans up after a dead one
+ *   fleet                    string: a marker written once (NX) and refreshed by every
+ *                            heartbeat; a different value means Redis lost its data (a
+ *                            restart without persistence, a failover to an empty replica,
+ *                            a FLUSHALL), so a missing record then proves nothing
  *   ratelimit:join:<ip>      sorted set of attempt times  one window
  *   referrers:daily:<day>    hash ref → count             30 days; at most TRACK_MAX_REFS_PER_DAY
  *                            refs, later ones counted under `other`
@@ -230,6 +234,8 @@ export function redisKeys (prefix: string, cluster = false) {
     /** Sharded pub/sub on a cluster: the channel lives on its instance's slot. */
     channel: (instance: string) => `${prefix}instance:${tag(instance)}`,
     instancesKey: `${prefix}instances`,
+    /** The fleet's marker: a value that changes only when Redis lost its data. */
+    fleetKey: `${prefix}fleet`,
     reapKey: (instance: string) => `${prefix}reap:${instance}`,
     joinLimitKey: (ip: string) => `${prefix}ratelimit:join:${ip}`,
     referrersKey: (day: string) => `${prefix}referrers:daily:${day}`

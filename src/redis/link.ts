@@ -70,6 +70,7 @@ export class RedisLink {
   private checking: number | null = null
   private stopped = false
   private readonly waiters = new Set<() => void>()
+  private readonly listeners = new Set<(healthy: boolean) => void>()
 
   constructor (private readonly opts: RedisLinkOptions) {
     // The deadline leaves a quarter of the timeout for the reply to come back.
@@ -113,6 +114,16 @@ export class RedisLink {
     }
   }
 
+  /** Calls `fn` each time the circuit opens (false) or closes (true); returns the unsubscribe function. */
+  onChange (fn: (healthy: boolean) => void): () => void {
+    this.listeners.add(fn)
+    return () => this.listeners.delete(fn)
+  }
+
+  private changed (healthy: boolean): void {
+    for (const fn of [...this.listeners]) fn(healthy)
+  }
+
   /** Resolves once the circuit is closed (at once if it is), or after `ms`. */
   async waitHealthy (ms: number): Promise<boolean> {
     if (this.healthyNow) return true
@@ -149,6 +160,7 @@ export class RedisLink {
         this.healthyNow = true
         this.opts.log.info({ offsetMs: this.offsetMs }, 'redis answering again; circuit closed')
         for (const wake of [...this.waiters]) wake()
+        this.changed(true)
       }
     } catch (err) {
       this.failed(err, generation)
@@ -187,6 +199,7 @@ export class RedisLink {
     if (this.healthyNow) {
       this.healthyNow = false
       this.opts.log.warn({ reason }, 'redis not answering; failing fast until a health check passes')
+      this.changed(false)
     }
     // A live socket to a Redis that does not answer: destroying it discards
     // the bytes still in our buffer (an orderly close would flush them) and

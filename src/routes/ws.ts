@@ -21,10 +21,11 @@ function onError (this: WebSocket): void { handle(this).protocolError() }
 
 const OriginNotAllowedError = createError('PRIVYDROP_ORIGIN_NOT_ALLOWED', 'Origin not allowed', 403)
 const TooManyConnectionsError = createError('PRIVYDROP_TOO_MANY_CONNECTIONS', 'Too many connections from this address', 429)
+const CutOffError = createError('PRIVYDROP_CUT_OFF', 'This instance cannot reach Redis; connect to another instance', 503)
 
 /**
  * GET /ws: the signaling WebSocket. Everything that can refuse a client
- * (shutdown, Origin allow-list, per-IP connection cap)
+ * (shutdown, cut off from Redis, Origin allow-list, per-IP connection cap)
  * runs in onRequest, so a refusal is a plain HTTP status before any upgrade.
  */
 const wsRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
@@ -52,6 +53,11 @@ const wsRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       // error response still lets it destroy the upgrade socket.
       if (fastify.lifecycle.shuttingDown) {
         done(new ShuttingDownError())
+        return
+      }
+      // Cut off from Redis, it has sent its clients elsewhere (REDIS_EVICT_AFTER_MS): they must not come back here.
+      if (!signaling.accepting()) {
+        done(new CutOffError())
         return
       }
       const origin = request.headers.origin

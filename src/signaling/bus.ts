@@ -7,6 +7,9 @@
  *   D  deliver a frame to listed peers of a room (a relay: one target; a broadcast:
  *      the origin's view of the members on that instance, plus any other local member)
  *   F  a relay was refused at the target's instance: tell its sender peer_not_found
+ *   R  a relay was refused with another code (`unavailable`: it can no longer arrive in
+ *      order, or an instance that lost the sender's session read it late): tell its sender,
+ *      on whichever instance serves it now
  *   M  membership: `peerId` is now served by `node` ('' = left the room)
  *   T  `peerId` resumed on the origin: hand over what is held for it, then forward
  *   H  the handover: the frames held for a peer and where its inbound sequences stood
@@ -44,10 +47,14 @@ export type Baseline = Array<[from: string, epoch: number, next: number, floor: 
 export type BusMessage =
   | { kind: 'D', origin: string, roomId: string, from: string, epoch: number, type: string, id: string, broadcast: boolean, targets: Array<[peerId: string, seq: number]>, frame: string }
   | { kind: 'F', origin: string, from: string, type: string, id: string }
+  | { kind: 'R', origin: string, from: string, type: string, id: string, code: RefusalCode }
   | { kind: 'M', origin: string, roomId: string, peerId: string, node: string }
   | { kind: 'T', origin: string, peerId: string }
   | { kind: 'H', origin: string, peerId: string, baseline: Baseline, held: Envelope[] }
   | { kind: 'L', origin: string, peerId: string, roomId: string }
+
+/** Codes an R message may carry. */
+export type RefusalCode = 'unavailable' | 'peer_not_found'
 
 export type BusKind = BusMessage['kind']
 

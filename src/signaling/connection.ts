@@ -3,9 +3,9 @@ import type { Transport } from './types'
 import type { Session } from './delivery'
 
 /** Why the server itself ended a connection; decides whether the peer is held for resume. */
-export type ServerCloseReason = 'shutdown' | 'heartbeat' | 'replaced' | 'abuse' | 'oversize'
+export type ServerCloseReason = 'shutdown' | 'evicted' | 'heartbeat' | 'replaced' | 'abuse' | 'oversize'
 
-const HOLD_AFTER: ReadonlySet<ServerCloseReason> = new Set(['shutdown', 'heartbeat'])
+const HOLD_AFTER: ReadonlySet<ServerCloseReason> = new Set(['shutdown', 'evicted', 'heartbeat'])
 /** What a client sends when it means to go: 1000, 1001 (page gone), no status (1005). */
 const CLEAN_CLIENT_CLOSE: ReadonlySet<number> = new Set([1000, 1001, 1005])
 const ABUSE_WINDOW_MS = 10_000
@@ -64,6 +64,7 @@ export class Connection {
       case 'abuse': this.transport.close(CloseCodes.policyViolation, 'message rate far above limit'); break
       case 'replaced': this.transport.close(CloseCodes.replaced, 'replaced'); break
       case 'shutdown': this.transport.close(CloseCodes.goingAway, 'server shutting down'); break
+      case 'evicted': this.transport.close(CloseCodes.serviceRestart, 'instance cut off: resume elsewhere'); break
       default: this.transport.terminate()
     }
   }

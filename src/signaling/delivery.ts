@@ -14,10 +14,16 @@ import { SessionLog } from './session-log'
  * sender → target pair. The target's current instance remembers, per sender,
  * the next sequence it expects, a floor below which it knows nothing (a
  * baseline set by a first frame rather than by a handover) and the holes it
- * skipped. A frame below `next` is late (delivered) if it is below the floor or
- * fills a hole, and a repeat (dropped) otherwise. A frame ahead of a gap waits
- * for the gap to fill, but only shortly after a move (when a forwarded frame
- * may still be on its way by the longer path) and at most GAP_WAIT_MS.
+ * skipped. A frame below `next` that is below the floor or fills a hole was
+ * never delivered here, but newer frames were: delivering it now would break
+ * the per-pair order, so it is refused to its sender by id (`unavailable`:
+ * not applied, safe to resend). A frame below `next` otherwise is a repeat
+ * (dropped). So is a frame of a sender's older epoch once a newer one has
+ * arrived: refused, never delivered after the newer frames (a frozen or
+ * partitioned instance waking up late is where such frames come from). A
+ * frame ahead of a gap waits for the gap to fill, but only shortly after a
+ * move (when a forwarded frame may still be on its way by the longer path)
+ * and at most GAP_WAIT_MS.
  */
 
 /** How long after a handover frames ahead of a gap wait for the missing one. */
@@ -28,7 +34,8 @@ const PUMP_MS = 10
 /** Holes tracked per sender; a larger jump makes everything below it unknown (late frames delivered). */
 const MAX_HOLES = 256
 
-interface Expected { epoch: number, next: number, floor: number, holes: Set<number> | null }
+/** Per sender: its epoch, the next sequence expected, the floor, the holes, and the highest sequence that went out here. */
+interface Expected { epoch: number, next: number, floor: number, holes: Set<number> | null, emitted: number }
 
 /** Records that sequences [from, to) were skipped: they may still arrive, late. */
 function skip (expected: Expected, from: number, to: number): void {
@@ -108,6 +115,8 @@ export interface DeliveryPorts {
   warnings: LogLimiter
   /** A frame that will never reach its target: its sender hears peer_not_found (relays only). */
   undeliverable (env: Envelope): void
+  /** A frame that can no longer arrive in order (newer ones from its sender were delivered): its sender hears `unavailable`. */
+  outOfOrder (env: Envelope): void
 }
 
 export function createDelivery (ports: DeliveryPorts) {
@@ -167,18 +176,18 @@ export function createDelivery (ports: DeliveryPorts) {
     if (expected === undefined || env.epoch > expected.epoch) {
       // First frame from this sender (or from its new incarnation): it sets the baseline.
       session.seqFrom ??= new Map()
-      session.seqFrom.set(env.from, { epoch: env.epoch, next: env.seq + 1, floor: env.seq, holes: null })
+      session.seqFrom.set(env.from, { epoch: env.epoch, next: env.seq + 1, floor: env.seq, holes: null, emitted: env.seq })
       session.gaps?.delete(env.from)
       emit(session, env)
       return
     }
     if (env.epoch < expected.epoch) {
-      // Sent before the sender moved and overtaken by its newer frames: late, but not lost.
-      emit(session, env)
+      // Sent before the sender moved and overtaken by its newer frames.
+      ports.outOfOrder(env)
       return
     }
     if (env.seq < expected.next) {
-      if (env.seq < expected.floor || expected.holes?.delete(env.seq) === true) emit(session, env)
+      if (env.seq < expected.floor || expected.holes?.delete(env.seq) === true) ports.outOfOrder(env)
       else metrics.duplicate()
       return
     }
@@ -190,6 +199,7 @@ export function createDelivery (ports: DeliveryPorts) {
       skip(expected, expected.next, env.seq)
     }
     expected.next = env.seq + 1
+    expected.emitted = env.seq
     emit(session, env)
     releaseGaps(session, env.from, expected, false)
   }
@@ -228,6 +238,7 @@ export function createDelivery (ports: DeliveryPorts) {
       queue.shift()
       if (head.seq > expected.next) skip(expected, expected.next, head.seq)
       expected.next = head.seq + 1
+      expected.emitted = head.seq
       emit(session, head)
     }
     if (queue.length === 0) session.gaps?.delete(from)
@@ -274,11 +285,15 @@ export function createDelivery (ports: DeliveryPorts) {
           const mine = session.seqFrom?.get(from)
           if (mine === undefined || epoch > mine.epoch || (epoch === mine.epoch && next > mine.next)) {
             session.seqFrom ??= new Map()
-            session.seqFrom.set(from, { epoch, next, floor, holes: holes.length === 0 ? null : new Set(holes) })
+            session.seqFrom.set(from, { epoch, next, floor, holes: holes.length === 0 ? null : new Set(holes), emitted: 0 })
           }
         }
         // Accepted by the previous instance already: in order, no second check.
-        for (const env of handover.held) emit(session, env)
+        for (const env of handover.held) {
+          const expected = env.seq > 0 ? session.seqFrom?.get(env.from) : undefined
+          if (expected !== undefined && expected.epoch === env.epoch) expected.emitted = Math.max(expected.emitted, env.seq)
+          emit(session, env)
+        }
       }
       // What waited at the gate came by several paths (local senders, the
       // router's re-routed frames, other instances): in sequence per sender.
@@ -295,14 +310,29 @@ export function createDelivery (ports: DeliveryPorts) {
     },
 
     /**
-     * A handover that came after the gate had opened without it: its frames
-     * were taken from the old instance's buffer exactly once, so they go out
-     * as they are (late rather than lost).
+     * A handover that came after the gate had opened without it (the old
+     * instance was frozen or cut off): its frames were taken from the old
+     * instance's buffer exactly once, and go through the sequence check, so
+     * what is still in order is delivered and what newer frames overtook is
+     * refused to its sender, never delivered out of order.
      */
     lateHandover (session: Session, held: Envelope[]): void {
       for (const env of held) {
-        if (session.pending !== null) session.pending.push(env)
-        else emit(session, env)
+        const expected = env.seq > 0 ? session.seqFrom?.get(env.from) : undefined
+        if (session.pending !== null || expected === undefined || env.epoch > expected.epoch) {
+          deliver(session, env)
+          continue
+        }
+        // Taken from the old instance's buffer once, so never a repeat: in
+        // order unless a newer frame of its sender already went out here.
+        if (env.epoch < expected.epoch || env.seq <= expected.emitted) {
+          ports.outOfOrder(env)
+          continue
+        }
+        expected.emitted = env.seq
+        if (env.seq >= expected.next) expected.next = env.seq + 1
+        expected.holes?.delete(env.seq)
+        emit(session, env)
       }
     },
 

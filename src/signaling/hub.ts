@@ -1,8 +1,9 @@
 import type { Store } from '../store/types'
 import type { IceServer } from '../../schemas/rest'
 import { PROTOCOL_VERSION, type ErrorCode, type ServerData, type ServerMessageType } from '../../schemas/ws'
-import { errorText, frame } from './protocol'
-import { RELAY_TYPES, type BusMessage, type Envelope } from './bus'
+import { errorText, frame, frameLabels } from './protocol'
+import { RELAY_TYPES, type BusMessage, type Envelope, type RefusalCode } from './bus'
+import { Fence } from './fence'
 import { Connection, ConnectionRegistry } from './connection'
 import { createDelivery, type Session } from './delivery'
 import { createHandlers } from './handlers'
@@ -39,6 +40,8 @@ export interface HubOptions {
   iceServers: (peerId: string) => IceServer[]
   metrics: SignalingMetrics
   clock?: Clock
+  /** Whether the registry (Redis) answers now: while it does not, held sessions do not expire. Default: always. */
+  linkHealthy?: () => boolean
 }
 
 export type LeaveWithTokenResult = 'left' | 'not_in_room' | 'forbidden'
@@ -48,16 +51,24 @@ const RELEASE_WAIT_MS = 5000
 /** Leaves the store missed (Redis down) are retried this often, at most this many kept. */
 const LEAVE_RETRY_MS = 2000
 const MAX_UNFINISHED_LEAVES = 10_000
+/** While the registry cannot be reached, an expired grace is looked at again this often (the session may have been claimed elsewhere). */
+const GRACE_RECHECK_MS = 1000
+/** Inputs kept behind a closed fence at most (a stall together with a Redis outage); beyond it they are dropped with a warning. */
+const FENCE_QUEUE_MAX = 200_000
 
 export function createSignalingHub (opts: HubOptions) {
   const { store, mesh, limits, metrics } = opts
   const clock = opts.clock ?? systemClock
   const self = mesh.node
+  const linkHealthy = opts.linkHealthy ?? (() => true)
   const connections = new ConnectionRegistry(heartbeatSlices(limits.heartbeatMs))
   const warnings = new LogLimiter(clock)
   const unfinishedLeaves = new Map<string, { roomId: string, peerId: string }>()
   let leaveRetry: TimerHandle | null = null
   let shuttingDown = false
+  /** Set while this instance, cut off from the registry, has sent its clients elsewhere (upgrades are refused meanwhile). */
+  let evicted = false
+  let evictTimer: TimerHandle | null = null
 
   const delivery = createDelivery({
     clock,
@@ -66,7 +77,8 @@ export function createSignalingHub (opts: HubOptions) {
     resumeBufferBytes: limits.resumeBufferBytes,
     maxBufferedBytes: limits.maxBufferedBytes,
     warnings,
-    undeliverable
+    undeliverable,
+    outOfOrder: env => refuse(env, 'unavailable')
   })
 
   const router = createRouter({
@@ -111,17 +123,31 @@ export function createSignalingHub (opts: HubOptions) {
     send(session, 'error', data, extra.id)
   }
 
-  /** An error for a local sender about one of its relays. */
-  function notify (peerId: string, code: ErrorCode, type: string, id: string): void {
+  /**
+   * An error for a sender about one of its relays: to it here, or on to the
+   * instance it moved to (a refusal must reach the sender wherever it is now).
+   */
+  function notify (peerId: string, code: RefusalCode, type: string, id: string): void {
     const sender = registry.get(peerId)
-    if (sender !== undefined) sendError(sender, code, { type, id: id === '' ? undefined : id })
+    if (sender !== undefined && !sender.moved) {
+      sendError(sender, code, { type, id: id === '' ? undefined : id })
+      return
+    }
+    const node = moves.forwardTo(peerId)
+    if (node !== undefined && node !== self) post(node, { kind: 'R', origin: self, from: peerId, type, id, code })
+  }
+
+  /** A relay refused where it stands: its sender hears `code` by id, wherever it is. */
+  function refuse (env: Envelope, code: RefusalCode): void {
+    if (!RELAY_TYPES.has(env.type) || env.from === '') return
+    if (env.origin === self) notify(env.from, code, env.type, env.id)
+    else if (code === 'peer_not_found') post(env.origin, { kind: 'F', origin: self, from: env.from, type: env.type, id: env.id })
+    else post(env.origin, { kind: 'R', origin: self, from: env.from, type: env.type, id: env.id, code })
   }
 
   /** A relay that will never reach its target: its sender hears peer_not_found, wherever it is. */
   function undeliverable (env: Envelope): void {
-    if (!RELAY_TYPES.has(env.type) || env.from === '') return
-    if (env.origin === self) notify(env.from, 'peer_not_found', env.type, env.id)
-    else post(env.origin, { kind: 'F', origin: self, from: env.from, type: env.type, id: env.id })
+    refuse(env, 'peer_not_found')
   }
 
   /** Sends to another instance where nobody waits for the answer; failures are logged. */
@@ -307,12 +333,103 @@ export function createSignalingHub (opts: HubOptions) {
     }
     session.log.info({ graceMs: limits.resumeGraceMs }, 'connection dropped, holding session for resume')
     registry.hold(session)
-    session.graceTimer = clock.setTimeout(() => {
+    const expire = (): void => {
+      // Cut off from the registry, this instance cannot tell whether the peer
+      // resumed elsewhere meanwhile, nor end the session there: it waits.
+      if (!linkHealthy()) {
+        session.graceTimer = clock.setTimeout(expire, GRACE_RECHECK_MS)
+        return
+      }
       session.graceTimer = null
       registry.unhold(session)
       session.log.info('resume grace expired')
       endSession(session)
-    }, limits.resumeGraceMs)
+    }
+    session.graceTimer = clock.setTimeout(expire, limits.resumeGraceMs)
+  }
+
+  // --- faults: a stall, a lost link to the registry ---------------------------------
+
+  /**
+   * After a stall or a lost link: asks the registry who owns each recorded
+   * session, and lets go of those claimed or ended elsewhere meanwhile, before
+   * anything read in the meantime is acted on (fence.ts).
+   */
+  async function verifyOwnership (): Promise<boolean> {
+    const sessions = registry.all().filter(s => s.recorded && !s.ended)
+    if (sessions.length === 0) return true
+    const owners = await mesh.ownersOf(sessions.map(s => s.peerId))
+    if (owners === null) {
+      opts.log.warn({ sessions: sessions.length }, 'the registry lost its data: no session is taken as claimed or ended elsewhere')
+      return true
+    }
+    let lost = 0
+    for (const session of sessions) {
+      if (registry.get(session.peerId) !== session || session.ended) continue
+      const owner = owners.get(session.peerId) ?? null
+      if (owner === self) continue
+      lost++
+      lose(session, owner)
+    }
+    opts.log.info({ sessions: sessions.length, lost }, 'session ownership checked')
+    return true
+  }
+
+  /**
+   * A session this instance no longer owns. Claimed by another instance: hand
+   * over as a release would (what is held goes there through its sequence
+   * check, frames still arriving are passed on, the stale socket is replaced).
+   * Ended elsewhere (this instance was reaped): its room was told then; the
+   * stale socket is closed so the client starts afresh.
+   */
+  function lose (session: Session, owner: string | null): void {
+    if (owner !== null) {
+      moves.release(session.peerId, owner)
+      return
+    }
+    const conn = session.conn
+    session.log.info('session was ended elsewhere while this instance could not tell')
+    forget(session)
+    delivery.discard(session)
+    conn?.end('evicted')
+  }
+
+  const fence = limits.stallCheckMs <= 0
+    ? null
+    : new Fence({
+      clock,
+      log: opts.log.child({ component: 'fence' }),
+      stallMs: limits.stallCheckMs,
+      verify: verifyOwnership,
+      linkHealthy,
+      queueMax: FENCE_QUEUE_MAX,
+      overflow: (scope) => {
+        const skipped = warnings.take('fence: queue full')
+        if (skipped !== null) opts.log.warn({ scope, skipped }, 'too many inputs waiting for the ownership check; dropped')
+      }
+    })
+
+  /** Cut off from the registry for evictAfterMs: clients go to instances that can reach it. */
+  function evict (): void {
+    evictTimer = null
+    if (!mesh.othersSeen) {
+      opts.log.warn('cut off from Redis, but no other instance was seen to take the clients: keeping them')
+      return
+    }
+    evicted = true
+    opts.log.warn({ connections: connections.size }, 'cut off from Redis: closing connections with 1012 so clients resume on instances that can reach it')
+    for (const conn of connections) conn.end('evicted')
+  }
+
+  /** A client message on a connection whose session moved to another instance: relays are refused there, by id. */
+  function clientMessage (conn: Connection, data: Buffer | string, isBinary: boolean): void {
+    const session = conn.session
+    if (session !== null && session.moved && !isBinary) {
+      const { type, id } = frameLabels(typeof data === 'string' ? data : data.toString('utf8'))
+      if (type !== undefined && id !== undefined && RELAY_TYPES.has(type)) notify(session.peerId, 'unavailable', type, id)
+      return
+    }
+    handlers.onMessage(conn, data, isBinary)
   }
 
   const moves = createMoves({ mesh, registry, delivery, router, clock, log: opts.log, post, undeliverable, announce, forget })
@@ -358,6 +475,7 @@ export function createSignalingHub (opts: HubOptions) {
     if (session === null) return // still resolving a resume: attach() sees closedCode
     if (session.conn !== conn) return // replaced by a resumed connection: nothing to do
     session.conn = null
+    if (session.ended) return // let go of already (it lives on elsewhere, or is over)
     if (conn.holdsSession) holdSession(session)
     else {
       session.log.info({ code, reason: conn.serverClose }, 'connection closed')
@@ -396,9 +514,48 @@ export function createSignalingHub (opts: HubOptions) {
     moves,
     post,
     undeliverable,
-    refused: (peerId, type, id) => notify(peerId, 'peer_not_found', type, id),
+    refused: notify,
     leaveRoom
   })
+
+  /** Resumes the session a token names (here, or taken over from another instance), or starts a new one. */
+  function greet (conn: Connection, ctx: { ip: string, resumeToken?: string }): void {
+    const token = ctx.resumeToken
+    const local = token === undefined ? undefined : registry.forToken(token)
+    if (local !== undefined) {
+      const issued = issueToken(local.peerId)
+      local.secretHash = issued.hash
+      if (local.roomId !== null) {
+        mesh.rotateSecret(local.peerId, issued.hash.toString('hex')).catch((err: unknown) => {
+          const skipped = warnings.take('rotate: store unavailable')
+          if (skipped !== null) local.log.warn({ error: brief(err), skipped }, 'rotated token not recorded in the store; it works on this instance only')
+        })
+      }
+      attach(conn, local, issued.token, true)
+    } else if (token !== undefined && splitToken(token) !== null) {
+      // The session may live on another instance: frames wait until it is settled.
+      conn.busy = true
+      moves.resume(token, ctx.ip)
+        .catch((err: unknown) => {
+          const skipped = warnings.take('resume: store unavailable')
+          if (skipped !== null) opts.log.warn({ error: brief(err), skipped }, 'resume lookup failed; starting a new session')
+          return null
+        })
+        .then((found) => {
+          if (found !== null) attach(conn, found.session, found.token, true)
+          else {
+            const created = registry.fresh(ctx.ip)
+            attach(conn, created.session, created.token, false)
+          }
+          conn.busy = false
+          handlers.drain(conn)
+        })
+        .catch((err: unknown) => opts.log.error({ err }, 'attaching a connection failed'))
+    } else {
+      const created = registry.fresh(ctx.ip)
+      attach(conn, created.session, created.token, false)
+    }
+  }
 
   /**
    * A socket's events, forwarded to its connection. One small object per
@@ -409,7 +566,9 @@ export function createSignalingHub (opts: HubOptions) {
     constructor (private readonly conn: Connection) {}
 
     message (data: Buffer | string, isBinary: boolean): void {
-      handlers.onMessage(this.conn, data, isBinary)
+      const conn = this.conn
+      if (fence === null) clientMessage(conn, data, isBinary)
+      else fence.run('client', () => clientMessage(conn, data, isBinary))
     }
 
     pong (): void {
@@ -417,7 +576,9 @@ export function createSignalingHub (opts: HubOptions) {
     }
 
     closed (code: number): void {
-      onClosed(this.conn, code)
+      const conn = this.conn
+      if (fence === null) onClosed(conn, code)
+      else fence.run('client', () => onClosed(conn, code))
     }
 
     protocolError (): void {
@@ -444,48 +605,49 @@ export function createSignalingHub (opts: HubOptions) {
     open (transport: Transport, ctx: { ip: string, resumeToken?: string }): ConnectionHandle {
       const conn = new Connection(transport, ctx.ip, limits, performance.now())
       connections.add(conn)
-
-      const token = ctx.resumeToken
-      const local = token === undefined ? undefined : registry.forToken(token)
-      if (local !== undefined) {
-        const issued = issueToken(local.peerId)
-        local.secretHash = issued.hash
-        if (local.roomId !== null) {
-          mesh.rotateSecret(local.peerId, issued.hash.toString('hex')).catch((err: unknown) => {
-            const skipped = warnings.take('rotate: store unavailable')
-            if (skipped !== null) local.log.warn({ error: brief(err), skipped }, 'rotated token not recorded in the store; it works on this instance only')
-          })
-        }
-        attach(conn, local, issued.token, true)
-      } else if (token !== undefined && splitToken(token) !== null) {
-        // The session may live on another instance: frames wait until it is settled.
-        conn.busy = true
-        moves.resume(token, ctx.ip)
-          .catch((err: unknown) => {
-            const skipped = warnings.take('resume: store unavailable')
-            if (skipped !== null) opts.log.warn({ error: brief(err), skipped }, 'resume lookup failed; starting a new session')
-            return null
-          })
-          .then((found) => {
-            if (found !== null) attach(conn, found.session, found.token, true)
-            else {
-              const created = registry.fresh(ctx.ip)
-              attach(conn, created.session, created.token, false)
-            }
-            conn.busy = false
-            handlers.drain(conn)
-          })
-          .catch((err: unknown) => opts.log.error({ err }, 'attaching a connection failed'))
-      } else {
-        const created = registry.fresh(ctx.ip)
-        attach(conn, created.session, created.token, false)
-      }
+      // Behind a closed fence, even the greeting waits: a local resume must not
+      // take back a session that may have been claimed elsewhere meanwhile.
+      if (fence === null) greet(conn, ctx)
+      else fence.run('client', () => greet(conn, ctx))
 
       return new Handle(conn)
     },
 
-    /** A message from another instance. */
-    onBus,
+    /** A message from another instance (behind the fence after a stall or a lost link). */
+    onBus (msg: BusMessage): void {
+      if (fence === null) onBus(msg)
+      else fence.run('bus', () => onBus(msg))
+    },
+
+    /** The registry link went down or came back (the Redis link's circuit). */
+    linkChanged (healthy: boolean): void {
+      if (!healthy) {
+        fence?.linkLost()
+        if (evictTimer === null && limits.evictAfterMs > 0) evictTimer = clock.setTimeout(evict, limits.evictAfterMs)
+        return
+      }
+      if (evictTimer !== null) clock.clearTimeout(evictTimer)
+      evictTimer = null
+      if (evicted) opts.log.info('redis reachable again: accepting connections')
+      evicted = false
+      fence?.linkBack()
+    },
+
+    /** False while this instance has sent its clients elsewhere (cut off from Redis): upgrades are refused. */
+    accepting (): boolean {
+      return !evicted
+    },
+
+    /** Starts the stall watchdog (Redis mode); returns its stop function. */
+    startWatchdog (): () => void {
+      fence?.start()
+      return () => fence?.stop()
+    },
+
+    /** How often the fence closed (after a stall, after a lost link): for tests and diagnostics. */
+    fenceStats (): { stalls: number, linkLosses: number, closed: boolean } {
+      return { stalls: fence?.stalls ?? 0, linkLosses: fence?.linkLosses ?? 0, closed: fence?.closed('bus') ?? false }
+    },
 
     /** Sessions of a vanished instance were ended (by this instance, after the grace): tell their rooms. */
     peersGone: moves.gone,
@@ -517,6 +679,8 @@ export function createSignalingHub (opts: HubOptions) {
      * ping its connections, terminate whoever missed two pongs.
      */
     heartbeatTick (): void {
+      // Pongs read behind a closed fence have not been counted yet.
+      if (fence?.closed('client') === true) return
       const { dead, roundStarted } = connections.sweepSlice()
       for (const conn of dead) {
         conn.session?.log.info('heartbeat: two pongs missed, terminating')

@@ -1,4 +1,4 @@
-import type { BusMessage, Envelope } from './bus'
+import type { BusMessage, Envelope, RefusalCode } from './bus'
 import type { Delivery, Session } from './delivery'
 import type { Moves } from './moves'
 import type { SessionRegistry } from './registry'
@@ -18,8 +18,8 @@ export interface InboundContext {
   moves: Moves
   post (node: string, msg: BusMessage): Promise<boolean>
   undeliverable (env: Envelope): void
-  /** A relay of a local sender was refused where its target is served. */
-  refused (peerId: string, type: string, id: string): void
+  /** A relay of a sender of ours was refused elsewhere: tell it (here, or where it moved). */
+  refused (peerId: string, code: RefusalCode, type: string, id: string): void
   leaveRoom (session: Session): Promise<void>
 }
 
@@ -64,13 +64,19 @@ export function createInbound (ctx: InboundContext): (msg: BusMessage) => void {
   }
 
   return (msg) => {
-    if (msg.origin === ctx.self) return // never act on our own echo
+    // Never act on our own echo, except a delivery passed back to us: the
+    // instance a target left forwards it with its origin kept (where a
+    // refusal goes), and the target may have moved to the sender's instance.
+    if (msg.origin === ctx.self && msg.kind !== 'D') return
     switch (msg.kind) {
       case 'D':
         deliver(msg)
         return
       case 'F':
-        ctx.refused(msg.from, msg.type, msg.id)
+        ctx.refused(msg.from, 'peer_not_found', msg.type, msg.id)
+        return
+      case 'R':
+        ctx.refused(msg.from, msg.code, msg.type, msg.id)
         return
       case 'M':
         router.moved(msg.roomId, msg.peerId, msg.node)

@@ -62,8 +62,16 @@ export interface Mesh {
    * moved (send them there); null means its session is over.
    */
   park (peerId: string, owner: string, handover: Handover): Promise<string | null>
+  /**
+   * Who owns each of these sessions now (null: no record). Resolves null
+   * when the registry itself lost its data (a Redis restarted empty), when a
+   * missing record proves nothing; rejects when the registry is unreachable.
+   */
+  ownersOf (peerIds: string[]): Promise<Map<string, string | null> | null>
   /** Whether another live instance exists (one that could take sessions over). */
   othersAlive (): Promise<boolean>
+  /** Whether other live instances were seen when the registry last answered (no round trip). */
+  readonly othersSeen: boolean
   /** Stops receiving: once this resolves, no further message arrives. */
   stop (): Promise<void>
   /** Leaves the mesh. With sessions left, a survivor ends those after the grace unless they resume. */
@@ -89,8 +97,10 @@ export function createLocalMesh (store: Store, node: string): Mesh {
       return { peerId, roomId: roomId ?? '', remaining: [] }
     },
     async ownerOf () { return null },
+    async ownersOf (peerIds) { return new Map(peerIds.map(peerId => [peerId, node])) },
     async park () { return null },
     async othersAlive () { return false },
+    othersSeen: false,
     async stop () {},
     async leave () {}
   }

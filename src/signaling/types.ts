@@ -56,6 +56,10 @@ export interface HubLimits {
   maxQueued: number
   /** How long a frame for a peer whose instance vanished waits for the peer to reappear (ms). */
   rerouteDeadlineMs: number
+  /** An event-loop stall longer than this makes the instance check its sessions' ownership before acting on what it read meanwhile (0: never; a single instance). */
+  stallCheckMs: number
+  /** Cut off from the registry this long, the instance closes its connections with 1012 so clients resume elsewhere (0: never). */
+  evictAfterMs: number
 }
 
 export interface SignalingMetrics {

@@ -1,4 +1,5 @@
 import WebSocket from 'ws'
+import { until } from '../helper'
 
 /*
  * Clients for the churn tests (test/churn.test.ts): each behaves like the
@@ -55,6 +56,12 @@ export interface PeerOptions {
   live?: LiveSet
   /** Delay before a reconnect attempt, ms. Default: 50–200 at random. */
   backoff?: () => number
+  /**
+   * Detects a dead link like a careful browser app: an app-level `ping` every
+   * `everyMs`; no `pong` within `timeoutMs` drops the connection (and, with
+   * `live`, resumes elsewhere). Absent: only a close is noticed.
+   */
+  ping?: { everyMs: number, timeoutMs: number }
 }
 
 /** Close codes after which the shipped client does not reconnect. */
@@ -82,6 +89,10 @@ export class ChurnPeer {
   readonly sentAt: number[] = []
   readonly sentOn: string[] = []
   readonly erroredSeqs = new Set<number>()
+  /** The code each refused message was refused with (by the id it carried). */
+  readonly refusedWith = new Map<number, string>()
+  /** Connections this peer dropped because a ping went unanswered. */
+  pingTimeouts = 0
   readonly errorCodes = new Map<string, number>()
 
   // What reached this peer from its partner.
@@ -108,6 +119,8 @@ export class ChurnPeer {
   private reconnectTimer: NodeJS.Timeout | null = null
   private streamTimer: NodeJS.Timeout | null = null
   private current: ConnRecord | null = null
+  private pingTimer: NodeJS.Timeout | null = null
+  private pongDeadline: NodeJS.Timeout | null = null
 
   constructor (readonly name: string, private readonly opts: PeerOptions = {}) {}
 
@@ -149,6 +162,7 @@ export class ChurnPeer {
             if (this.ws === ws) {
               this.current = record
               this.welcomed = true
+              this.startPinging(ws)
             }
             this.onWelcome?.(resume && peerId === this.peerId)
             resolve(true)
@@ -162,6 +176,7 @@ export class ChurnPeer {
           this.ws = null
           this.welcomed = false
           this.current = null
+          this.stopPinging()
         }
         this.closeCodes.set(code, (this.closeCodes.get(code) ?? 0) + 1)
         if (record !== null) {
@@ -175,6 +190,30 @@ export class ChurnPeer {
         this.scheduleReconnect(endpoint.name)
       })
     })
+  }
+
+  private startPinging (ws: WebSocket): void {
+    const ping = this.opts.ping
+    if (ping === undefined) return
+    this.stopPinging()
+    this.pingTimer = setInterval(() => {
+      if (this.ws !== ws || this.pongDeadline !== null) return
+      ws.send(JSON.stringify({ type: 'ping', data: {} }))
+      this.pongDeadline = setTimeout(() => {
+        this.pongDeadline = null
+        if (this.ws !== ws) return
+        // The link is dead though the socket has not noticed: drop it (its close reconnects elsewhere).
+        this.pingTimeouts++
+        ws.terminate()
+      }, ping.timeoutMs)
+    }, ping.everyMs)
+  }
+
+  private stopPinging (): void {
+    if (this.pingTimer !== null) clearInterval(this.pingTimer)
+    if (this.pongDeadline !== null) clearTimeout(this.pongDeadline)
+    this.pingTimer = null
+    this.pongDeadline = null
   }
 
   private scheduleReconnect (lost: string): void {
@@ -193,6 +232,10 @@ export class ChurnPeer {
   }
 
   private onFrame (frame: Frame): void {
+    if (frame.type === 'pong' && this.pongDeadline !== null) {
+      clearTimeout(this.pongDeadline)
+      this.pongDeadline = null
+    }
     if (frame.type === 'ice-candidate') {
       const match = CANDIDATE.exec(String(frame.data?.candidate?.candidate))
       if (match !== null && frame.data?.from === this.partnerId && this.partnerId !== '') {
@@ -209,7 +252,10 @@ export class ChurnPeer {
       const code = String(frame.data?.code)
       this.errorCodes.set(code, (this.errorCodes.get(code) ?? 0) + 1)
       const match = MESSAGE_ID.exec(frame.id ?? '')
-      if (match !== null) this.erroredSeqs.add(Number(match[1]))
+      if (match !== null) {
+        this.erroredSeqs.add(Number(match[1]))
+        this.refusedWith.set(Number(match[1]), code)
+      }
       this.activity++
     }
     if (frame.type === 'peer-disconnected') this.peerDisconnected++
@@ -301,6 +347,7 @@ export class ChurnPeer {
   dispose (): void {
     this.stopped = true
     this.stopStreaming()
+    this.stopPinging()
     if (this.reconnectTimer !== null) clearTimeout(this.reconnectTimer)
     this.reconnectTimer = null
     this.ws?.terminate()
@@ -339,6 +386,10 @@ export interface Tally {
   garbage: number
   notWelcomeFirst: number
   closeCodes: Map<number, number>
+  /** Refused messages (an error named their id), by the code they were refused with. */
+  refused: Map<string, number>
+  /** Messages refused by id that reached their target all the same: never allowed. */
+  refusedButDelivered: number
 }
 
 /**
@@ -364,14 +415,21 @@ export function tally (peers: ChurnPeer[], excuse: (m: LostMessage) => boolean =
     connectFailures: 0,
     garbage: 0,
     notWelcomeFirst: 0,
-    closeCodes: new Map()
+    closeCodes: new Map(),
+    refused: new Map(),
+    refusedButDelivered: 0
   }
   for (const from of peers) {
     const to = from.partner
     if (to === null) throw new Error(`${from.name} has no partner`)
     out.sent += from.seq
     for (let seq = 1; seq <= from.seq; seq++) {
-      if (from.erroredSeqs.has(seq)) continue
+      const code = from.refusedWith.get(seq)
+      if (code !== undefined) {
+        out.refused.set(code, (out.refused.get(code) ?? 0) + 1)
+        if (to.got.has(seq)) out.refusedButDelivered++
+        continue
+      }
       out.accepted++
       if (to.got.has(seq)) continue
       const lost = { from, to, seq, sentAt: from.sentAt[seq - 1] ?? 0, sentOn: from.sentOn[seq - 1] ?? '?' }
@@ -413,7 +471,7 @@ export function summary (label: string, r: Tally, inFlightLabel?: string): strin
     ? `lost ${r.lost.length}`
     : `lost ${r.lost.length + r.excused.length} (${inFlightLabel} ${r.excused.length}, other ${r.lost.length})`
   return `${label}: sent ${r.sent}, accepted ${r.accepted}, received ${r.received}, ${lost}, ` +
-    `duplicated ${r.duplicated}, reordered ${r.reordered}, peer_not_found ${r.errors.get('peer_not_found') ?? 0}, ` +
+    `duplicated ${r.duplicated}, reordered ${r.reordered}, refused ${list(r.refused)}, refused but delivered ${r.refusedButDelivered}, ` +
     `peer-disconnected ${r.peerDisconnected}, identity changes ${r.identityChanges}, resumes ${r.resumes}; ` +
     `errors ${list(r.errors)}; close codes ${list(r.closeCodes)}; failed connects ${r.connectFailures}; ` +
     `foreign ${r.foreign}, garbage ${r.garbage}, not-welcome-first ${r.notWelcomeFirst}`
@@ -443,4 +501,34 @@ export function describeLost (lost: LostMessage[], events: Array<{ label: string
   })
   const top = [...routes].sort((a, b) => b[1] - a[1]).slice(0, max).map(([k, n]) => `${k} ${n}`)
   return `by sender->receiver instance: ${top.join(', ')}; ${when.join('; ')}`
+}
+
+/** Joins a and then b to the room and learns each one's partner from the server (joinResponse.peers, ready). */
+export async function pairUp (a: ChurnPeer, b: ChurnPeer, roomId: string): Promise<void> {
+  await a.join(roomId)
+  const joined = await b.join(roomId)
+  const ready = await a.next(f => f.type === 'ready')
+  a.partnerId = String(ready.data.peerId)
+  b.partnerId = String((joined.data.peers as string[])[0])
+  if (a.partnerId !== b.peerId || b.partnerId !== a.peerId || joined.data.peers.length !== 1) {
+    throw new Error(`pairing ${roomId}: ${JSON.stringify({ a: a.peerId, b: b.peerId, ready: ready.data, peers: joined.data.peers })}`)
+  }
+  a.partner = b
+  b.partner = a
+}
+
+const activity = (peers: ChurnPeer[]) => peers.reduce((n, p) => n + p.activity, 0)
+
+/** After the senders stop: wait until every accepted message arrived, or nothing has moved for 2 s (at most 10 s). */
+export async function settle (peers: ChurnPeer[]): Promise<void> {
+  let seen = activity(peers)
+  let changedAt = Date.now()
+  await until(() => {
+    const now = activity(peers)
+    if (now !== seen) {
+      seen = now
+      changedAt = Date.now()
+    }
+    return outstanding(peers) === 0 || Date.now() - changedAt >= 2000
+  }, 10_000, 50)
 }

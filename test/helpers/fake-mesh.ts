@@ -211,7 +211,7 @@ export class FakeClient {
 
 interface SessionEntry { secret: string, room: string, node: string, epoch: number }
 
-type Op = 'createRoom' | 'joinRoom' | 'leaveRoom' | 'readSession' | 'claimSession' | 'rotateSecret' | 'endSession' | 'ownerOf' | 'park' | 'othersAlive' | 'stop' | 'leave'
+type Op = 'createRoom' | 'joinRoom' | 'leaveRoom' | 'readSession' | 'claimSession' | 'rotateSecret' | 'endSession' | 'ownerOf' | 'ownersOf' | 'park' | 'othersAlive' | 'stop' | 'leave'
 type Hook = { when: 'before' | 'after', fn: () => unknown }
 
 interface Link { from: string, to: string, queue: string[], held: boolean, delivered: string[] }
@@ -228,7 +228,9 @@ export const DEFAULT_LIMITS: HubLimits = {
   resumeBufferMax: 50,
   resumeBufferBytes: 1 << 24,
   maxQueued: 1000,
-  rerouteDeadlineMs: 30_000
+  rerouteDeadlineMs: 30_000,
+  stallCheckMs: 0,
+  evictAfterMs: 0
 }
 
 export interface TestNode {
@@ -651,6 +653,7 @@ export class FakeCluster {
       }),
       endSession: (peerId, _roomId, owner = name) => this.run(name, 'endSession', () => this.endEntry(peerId, owner)),
       ownerOf: (peerId) => this.run(name, 'ownerOf', () => this.sessions.get(peerId)?.node ?? null),
+      ownersOf: (peerIds) => this.run(name, 'ownersOf', () => new Map(peerIds.map(peerId => [peerId, this.sessions.get(peerId)?.node ?? null]))),
       park: (peerId, owner, handover) => this.run(name, 'park', () => {
         const entry = this.sessions.get(peerId)
         if (entry === undefined) return null
@@ -665,6 +668,10 @@ export class FakeCluster {
         for (const other of this.nodes.values()) if (other.name !== name && !other.dead && !other.left) return true
         return false
       }),
+      get othersSeen () {
+        for (const other of cluster.nodes.values()) if (other.name !== name && !other.dead && !other.left) return true
+        return false
+      },
       stop: async () => {
         // Like an UNSUBSCRIBE: what was published to this node before it arrives first.
         const n = node()
