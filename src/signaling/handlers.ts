@@ -46,9 +46,10 @@ export function createHandlers (ctx: HandlerContext) {
   const { store, limits, metrics, registry, router, delivery } = ctx
 
   function onMessage (conn: Connection, data: Buffer | string, isBinary: boolean): void {
-    // Frames a client sent before it saw our shutdown close still count: it
-    // resumes elsewhere believing they were taken.
-    if (conn.serverClose !== null && conn.serverClose !== 'shutdown') return
+    // Frames a client sent before it saw our shutdown or eviction close still
+    // count: it resumes elsewhere believing they were taken (a refusal reaches
+    // it there with the rest of what its session held).
+    if (conn.serverClose !== null && conn.serverClose !== 'shutdown' && conn.serverClose !== 'evicted') return
     const now = performance.now()
     const session = conn.session
     const admitted = conn.admit(now)
