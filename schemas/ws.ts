@@ -83,7 +83,8 @@ export const ErrorCodeSchema = Type.Union([
   Type.Literal('room_full'),
   Type.Literal('already_in_room'),
   Type.Literal('rate_limited'),
-  Type.Literal('unavailable')
+  Type.Literal('unavailable'),
+  Type.Literal('outcome_unknown')
 ], { title: 'ErrorCode', description: 'Error codes of error frames and joinResponse.code' })
 export type ErrorCode = Static<typeof ErrorCodeSchema>
 

@@ -19,7 +19,7 @@ const EnvelopeSchema = Type.Object({ frame: Str, type: Str, from: Str, id: Str, 
 const HeaderSchema = Type.Union([
   Type.Tuple([Type.Literal('D'), Str, Str, Str, Int, Str, Str, Type.Boolean(), Type.Array(Type.Tuple([Str, Int]))]),
   Type.Tuple([Type.Literal('F'), Str, Str, Str, Str]),
-  Type.Tuple([Type.Literal('R'), Str, Str, Str, Str, Type.Union([Type.Literal('unavailable'), Type.Literal('peer_not_found')])]),
+  Type.Tuple([Type.Literal('R'), Str, Str, Str, Str, Type.Union([Type.Literal('unavailable'), Type.Literal('peer_not_found'), Type.Literal('outcome_unknown')])]),
   Type.Tuple([Type.Literal('M'), Str, Str, Str, Str]),
   Type.Tuple([Type.Literal('T'), Str, Str]),
   Type.Tuple([Type.Literal('H'), Str, Str, Type.Array(Type.Tuple([Str, Int, Int, Int, Type.Array(Int)])), Type.Array(EnvelopeSchema)]),

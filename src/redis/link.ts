@@ -99,18 +99,18 @@ export class RedisLink {
    * StoreUnavailableError; a timeout or an expired deadline opens the circuit.
    */
   async run<T> (op: () => Promise<T>): Promise<T> {
-    if (!this.healthyNow) throw new StoreUnavailableError({ cause: new Error('redis circuit open') })
+    if (!this.healthyNow) throw unavailable(new Error('redis circuit open'), false)
     const buffered = bufferedBytes(this.opts.redis)
     if (buffered > this.opts.maxWriteBufferBytes) {
       this.trip(`write buffer at ${buffered} bytes`, true)
-      throw new StoreUnavailableError({ cause: new Error('redis write buffer full') })
+      throw unavailable(new Error('redis write buffer full'), false)
     }
     const generation = this.generation
     try {
       return await op()
     } catch (err) {
       this.failed(err, generation)
-      throw new StoreUnavailableError({ cause: err })
+      throw unavailable(err, wasSent(err))
     }
   }
 
@@ -213,6 +213,26 @@ export class RedisLink {
     clearInterval(this.timer)
     for (const wake of [...this.waiters]) wake()
   }
+}
+
+/**
+ * The error every failed operation becomes. `sent` says whether the command
+ * may have reached Redis: false when it failed before anything was written
+ * (circuit open, buffer full, no connection), so it was certainly not
+ * applied; true when it was written and no answer came (a timeout, a
+ * connection lost before the reply), so it may have run.
+ */
+function unavailable (cause: unknown, sent: boolean): InstanceType<typeof StoreUnavailableError> & { sent: boolean } {
+  return Object.assign(new StoreUnavailableError({ cause }), { sent })
+}
+
+/**
+ * ioredis refuses a command at once, writing nothing, while it has no
+ * writable connection (no offline queue). Anything else (a timeout, the
+ * connection closing with commands in flight) may have run.
+ */
+function wasSent (err: unknown): boolean {
+  return !(err instanceof Error && err.message.startsWith('Stream isn\'t writeable'))
 }
 
 /** A failure of the link itself (timeout, closed socket, expired deadline), not a reply like WRONGTYPE. */

@@ -54,7 +54,7 @@ export type BusMessage =
   | { kind: 'L', origin: string, peerId: string, roomId: string }
 
 /** Codes an R message may carry. */
-export type RefusalCode = 'unavailable' | 'peer_not_found'
+export type RefusalCode = 'unavailable' | 'peer_not_found' | 'outcome_unknown'
 
 export type BusKind = BusMessage['kind']
 

@@ -94,8 +94,10 @@ export function createSignalingHub (opts: HubOptions) {
       if (session !== undefined && session.roomId === roomId) delivery.deliver(session, env)
       else undeliverable(env)
     },
-    failed (env) {
-      if (env.origin === self && RELAY_TYPES.has(env.type)) notify(env.from, 'unavailable', env.type, env.id)
+    failed (env, unknown) {
+      // `unavailable` promises "not applied": a publish that reached Redis and
+      // then lost its answer may have been delivered, so it gets its own code.
+      if (env.origin === self && RELAY_TYPES.has(env.type)) notify(env.from, unknown ? 'outcome_unknown' : 'unavailable', env.type, env.id)
     }
   })
 

@@ -34,6 +34,15 @@ export interface MeshEvents {
   sessionsEnded (ended: EndedSession[]): void
 }
 
+/**
+ * Whether a failed `send` may still have been carried (the transport took it
+ * and then stopped answering) rather than certainly not: the sender of such a
+ * relay is told `outcome_unknown`, never `unavailable` (which means "not applied").
+ */
+export function outcomeUnknown (err: unknown): boolean {
+  return typeof err === 'object' && err !== null && (err as { sent?: unknown }).sent === true
+}
+
 export interface Mesh {
   /** This instance's id on the mesh (owner of its sessions, address of its messages). */
   readonly node: string
@@ -42,7 +51,11 @@ export interface Mesh {
   /** Whether this instance currently hears the others. */
   readonly reachable: boolean
   start (events: MeshEvents): Promise<void>
-  /** Resolves true when `node` received it, false when that instance is gone; rejects when the mesh is unreachable. */
+  /**
+   * Resolves true when `node` received it, false when that instance is gone;
+   * rejects when the mesh is unreachable (see outcomeUnknown for whether it
+   * may have been carried all the same).
+   */
   send (node: string, msg: BusMessage): Promise<boolean>
   readSession (peerId: string): Promise<SessionRecord | null>
   /** Takes a session over, atomically and only while its secret hash is still `expectedHash`. */

@@ -34,7 +34,8 @@ const ERROR_MESSAGES: Record<ErrorCode, string> = {
   room_full: 'Room is full',
   already_in_room: 'Socket is already bound to another room',
   rate_limited: 'Rate limit exceeded',
-  unavailable: 'Service temporarily unavailable, try again'
+  unavailable: 'Service temporarily unavailable, try again',
+  outcome_unknown: 'The store stopped answering while this message was handed to it: it may or may not have been delivered'
 }
 
 export function errorText (code: ErrorCode): string {

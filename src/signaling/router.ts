@@ -1,6 +1,6 @@
 import type { Member } from '../store/types'
 import type { Envelope } from './bus'
-import type { Mesh } from './mesh'
+import { outcomeUnknown, type Mesh } from './mesh'
 import type { Clock, Logger, SignalingMetrics, TimerHandle } from './types'
 import { brief, type LogLimiter } from './log-limiter'
 
@@ -60,8 +60,8 @@ export interface RouterPorts {
    * delivers them here if the peer is now local, or refuses them.
    */
   orphaned (peerId: string, roomId: string, env: Envelope): void
-  /** The mesh could not carry a frame (relay senders hear unavailable). */
-  failed (env: Envelope): void
+  /** The mesh could not carry a frame, or (`unknown`) may have carried it without saying so. */
+  failed (env: Envelope, unknown: boolean): void
 }
 
 export function createRouter (ports: RouterPorts) {
@@ -140,9 +140,10 @@ export function createRouter (ports: RouterPorts) {
     }, (err: unknown) => {
       const skipped = ports.warnings.take('relay: mesh unreachable')
       if (skipped !== null) ports.log.warn({ error: brief(err), node, skipped }, 'could not reach another instance')
+      const unknown = outcomeUnknown(err)
       for (const [remote, e] of items) {
         remote.inflight--
-        ports.failed(e)
+        ports.failed(e, unknown)
         if (!remote.removed) settle(remote)
       }
     })

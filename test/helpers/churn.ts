@@ -427,7 +427,8 @@ export function tally (peers: ChurnPeer[], excuse: (m: LostMessage) => boolean =
       const code = from.refusedWith.get(seq)
       if (code !== undefined) {
         out.refused.set(code, (out.refused.get(code) ?? 0) + 1)
-        if (to.got.has(seq)) out.refusedButDelivered++
+        // outcome_unknown says "may or may not have arrived": either is true to it.
+        if (to.got.has(seq) && code !== 'outcome_unknown') out.refusedButDelivered++
         continue
       }
       out.accepted++

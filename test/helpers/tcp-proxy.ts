@@ -16,12 +16,14 @@ import net from 'node:net'
 export interface TcpProxy {
   port: number
   blackhole (): void
+  /** Commands reach Redis, replies do not (until heal): what runs there is never confirmed. */
+  oneWay (): void
   reset (): void
   heal (): void
   close (): Promise<void>
 }
 
-type Mode = 'pass' | 'blackhole' | 'reset'
+type Mode = 'pass' | 'blackhole' | 'reset' | 'oneway'
 
 /** One proxied connection: bytes held back in each direction while black-holed. */
 interface Pair { client: net.Socket, upstream: net.Socket | null, up: Buffer[], down: Buffer[] }
@@ -34,9 +36,9 @@ export async function startTcpProxy (target: { host: string, port: number }): Pr
   // (TCP would retransmit them once the path works again), so nothing
   // leaks through a flow-control event.
   const flush = (pair: Pair): void => {
-    if (mode !== 'pass' || pair.upstream === null) return
+    if (pair.upstream === null || (mode !== 'pass' && mode !== 'oneway')) return
     for (const chunk of pair.up.splice(0)) pair.upstream.write(chunk)
-    for (const chunk of pair.down.splice(0)) pair.client.write(chunk)
+    if (mode === 'pass') for (const chunk of pair.down.splice(0)) pair.client.write(chunk)
   }
 
   const connectUpstream = (pair: Pair): void => {
@@ -74,6 +76,9 @@ export async function startTcpProxy (target: { host: string, port: number }): Pr
     port,
     blackhole () {
       mode = 'blackhole'
+    },
+    oneWay () {
+      mode = 'oneway'
     },
     reset () {
       mode = 'reset'
