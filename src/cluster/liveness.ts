@@ -4,6 +4,7 @@ import type { RedisLink } from '../redis/link'
 import type { EndedSession } from '../signaling/mesh'
 import type { Member } from '../store/types'
 import type { Logger } from '../signaling/types'
+import type { FleetMarker } from './fleet-marker'
 
 /*
  * Instance liveness: every instance writes a heartbeat into the `instances`
@@ -35,6 +36,8 @@ export interface LivenessOptions extends MeshSettings {
   endSession: (peerId: string, owner: string) => Promise<{ roomId: string, remaining: Member[] } | null>
   /** Sessions of a dead instance that were ended after the grace: tell their rooms. */
   onSessionsEnded: (ended: EndedSession[]) => void
+  /** Read back with every heartbeat: a changed marker means Redis lost its data. */
+  marker: FleetMarker
 }
 
 export function createLiveness (opts: LivenessOptions) {
@@ -47,9 +50,6 @@ export function createLiveness (opts: LivenessOptions) {
   let stopped = false
   /** Whether the last heartbeat saw another live instance. */
   let othersSeen = false
-  /** The fleet marker as first seen; another value later means Redis lost its data. */
-  let marker: string | null = null
-  let markerLost = false
   const myMarker = `${opts.node}:${Date.now()}`
   redis.on('ready', () => { healthySince ??= Date.now() })
   redis.on('close', () => { healthySince = null })
@@ -59,9 +59,9 @@ export function createLiveness (opts: LivenessOptions) {
     const ttlS = instanceRecordTtlS(opts)
     // GT: a beat delayed on a hung connection never overwrites a newer one.
     // (A transaction only within a slot: on a cluster the peer set is elsewhere.)
-    const beat = await redis.multi().zadd(keys.instancesKey, 'GT', now, opts.node).expire(keys.instancesKey, ttlS)
+    const reply = await redis.multi().zadd(keys.instancesKey, 'GT', now, opts.node).expire(keys.instancesKey, ttlS)
       .zrangebyscore(keys.instancesKey, now - opts.deadAfterMs, '+inf').exec()
-    const alive = beat?.[2]?.[1]
+    const alive = reply?.[2]?.[1]
     othersSeen = Array.isArray(alive) && alive.some(node => node !== opts.node)
     await redis.expire(keys.ownedKey(opts.node), ttlS)
     await checkMarker(ttlS)
@@ -83,20 +83,15 @@ export function createLiveness (opts: LivenessOptions) {
     }
   }
 
-  /**
-   * Writes the fleet marker if it is missing and compares it with the one
-   * first seen: another value means Redis lost everything since (sessions,
-   * rooms, instance records), and no missing record can be read as "ended".
-   */
-  async function checkMarker (ttlS: number): Promise<void> {
+  /** Writes the fleet marker if it is missing, and reads it back (fleet-marker.ts). */
+  async function writeMarker (ttlS: number): Promise<string | null> {
     const reply = await redis.multi().set(keys.fleetKey, myMarker, 'EX', opts.sessionTtlS, 'NX').get(keys.fleetKey).expire(keys.fleetKey, Math.max(ttlS, opts.sessionTtlS)).exec()
     const current = reply?.[1]?.[1]
-    if (typeof current !== 'string') return
-    if (marker === null) marker = current
-    else if (current !== marker && !markerLost) {
-      markerLost = true
-      opts.log.error('redis lost its data (the fleet marker changed): missing sessions are not taken as ended')
-    }
+    return typeof current === 'string' ? current : null
+  }
+
+  async function checkMarker (ttlS: number): Promise<void> {
+    opts.marker.check(await writeMarker(ttlS))
   }
 
   async function reap (instance: string): Promise<void> {
@@ -132,9 +127,13 @@ export function createLiveness (opts: LivenessOptions) {
       return othersSeen
     },
 
-    /** The marker the fleet's data was written under, or null when it cannot be trusted (not seen yet, or changed). */
-    get marker (): string | null {
-      return markerLost ? null : marker
+    /** A heartbeat now (after the link came back: it notices a Redis that lost its data at once). */
+    beatNow: beat,
+
+    /** Writes this instance's record and the marker after a restore; resolves with the marker to trust. */
+    async rewrite (): Promise<string | null> {
+      await heartbeat()
+      return await writeMarker(instanceRecordTtlS(opts))
     },
 
     /**

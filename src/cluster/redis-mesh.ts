@@ -1,6 +1,7 @@
 import type { RedisClient } from '../redis/client'
 import {
-  CLAIM_SESSION, CLUSTER_CLAIM_ROOM, CLUSTER_CLAIM_SESSION, CLUSTER_END_SESSION, CLUSTER_PUBLISH_FRESH, END_SESSION, PARK_HANDOVER, PUBLISH_COMMAND, PUBLISH_FRESH, ROTATE_SECRET,
+  CLAIM_SESSION, CLUSTER_CLAIM_ROOM, CLUSTER_CLAIM_SESSION, CLUSTER_END_SESSION, CLUSTER_PUBLISH_FRESH, END_SESSION, PARK_HANDOVER, PUBLISH_COMMAND, PUBLISH_FRESH,
+  RESTORE_MEMBER, RESTORE_SESSION, ROTATE_SECRET,
   instanceRecordTtlS, pairs, redisKeys
 } from '../redis/keys'
 import { defineClusterCommands } from '../store/redis'
@@ -10,6 +11,8 @@ import type { Handover, Mesh, MeshEvents } from '../signaling/mesh'
 import type { Member } from '../store/types'
 import { decodeBus, encodeBus } from './codec'
 import { createLiveness, type MeshSettings } from './liveness'
+import { FleetMarker } from './fleet-marker'
+import { StoreUnavailableError } from '../store/types'
 
 /*
  * The mesh over one Redis: each instance subscribes to its own channel
@@ -27,6 +30,8 @@ type MeshRedis = RedisClient & {
   pdEndSession (session: string, parked: string, instance: string, prefix: string, emptyTtl: number, peerId: string, deadline: number): Promise<[string, string[]] | null>
   pdPark (session: string, parked: string, owner: string, ttl: number, handover: string, deadline: number): Promise<string | null>
   pdRotate (session: string, hash: string, deadline: number): Promise<number>
+  pdRestoreSession (session: string, binding: string, secret: string, roomId: string, instance: string, epoch: number, ttl: number, deadline: number): Promise<number>
+  pdRestoreMember (room: string, sockets: string, peers: string, peerId: string, instance: string, ttl: number, createdAt: number, deadline: number): Promise<number>
   /** Payloads, then the deadline. */
   pdPublish (channel: string, ...payloadsThenDeadline: Array<string | number>): Promise<number>
   // Redis Cluster: one slot per script (src/redis/keys.ts).
@@ -67,6 +72,8 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
   redis.defineCommand('pdEndSession', { numberOfKeys: 2, lua: END_SESSION })
   redis.defineCommand('pdPark', { numberOfKeys: 2, lua: PARK_HANDOVER })
   redis.defineCommand('pdRotate', { numberOfKeys: 1, lua: ROTATE_SECRET })
+  redis.defineCommand('pdRestoreSession', { numberOfKeys: 2, lua: RESTORE_SESSION })
+  redis.defineCommand('pdRestoreMember', { numberOfKeys: 3, lua: RESTORE_MEMBER })
   const cluster = opts.redis instanceof Cluster
   // Sharded pub/sub on a cluster (SPUBLISH): a message crosses only its channel's shard.
   redis.defineCommand(PUBLISH_COMMAND, { numberOfKeys: 1, lua: cluster ? CLUSTER_PUBLISH_FRESH : PUBLISH_FRESH })
@@ -167,13 +174,34 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
     return { previous, roomId: members === null ? null : room, members: pairs(members ?? []), epoch: Number(epoch), parked: mergeParked(parked) }
   }
 
+  const marker = new FleetMarker(() => {
+    opts.log.error('redis lost its data (the fleet marker changed): rewriting this instance\'s sessions and rooms; no missing record is taken as ended meanwhile')
+    events?.registryLost()
+  })
+  /** How long a lookup that could answer "no such session" waits for a restore in progress. */
+  const RESTORE_WAIT_MS = 3000
+  /**
+   * A lookup whose answer may be "no such record": made after any restore in
+   * progress, with the marker read alongside; a missing record read under an
+   * untrusted marker is an error (unknown), never "ended".
+   */
+  async function believed<T> (read: () => Promise<T>, missing: (value: T) => boolean): Promise<T> {
+    await marker.settled(RESTORE_WAIT_MS)
+    const [current, value] = await Promise.all([redis.get(keys.fleetKey), read()])
+    if (missing(value) && !marker.check(current)) throw new StoreUnavailableError({ cause: new Error('redis lost its data; the record may be missing only for that') })
+    return value
+  }
+
   const liveness = createLiveness({
     ...opts,
     redis,
     cluster,
+    marker,
     endSession,
     onSessionsEnded: (ended) => events?.sessionsEnded(ended)
   })
+  // Back from an outage: look at the marker at once (a restarted Redis may be empty).
+  opts.link.onChange((healthy) => { if (healthy) liveness.beatNow() })
 
   // Sharded pub/sub on a cluster: SSUBSCRIBE, and messages arrive as 'smessage'.
   const subscriber = opts.subscriber
@@ -219,7 +247,7 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
     send: (node, msg) => publish(node, encodeBus(msg)),
 
     readSession: (peerId) => guard(async () => {
-      const record = await redis.hgetall(keys.sessionKey(peerId))
+      const record = await believed(() => redis.hgetall(keys.sessionKey(peerId)), r => r['secret'] === undefined)
       if (record['secret'] === undefined || record['instance'] === undefined) return null
       return { secret: record['secret'], room: record['room'] ?? '', node: record['instance'] }
     }),
@@ -235,18 +263,31 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
     rotateSecret: (peerId, newHash) => guard(async () => { await redis.pdRotate(keys.sessionKey(peerId), newHash, deadline()) }),
 
     endSession: (peerId, _roomId, owner = opts.node) => guard(async () => {
+      await marker.settled(RESTORE_WAIT_MS)
       const ended = await endSession(peerId, owner)
       return ended === null ? null : { peerId, ...ended }
     }),
 
-    ownerOf: (peerId) => guard(async () => await redis.hget(keys.sessionKey(peerId), 'instance')),
+    ownerOf: (peerId) => guard(async () => await believed(() => redis.hget(keys.sessionKey(peerId), 'instance'), owner => owner === null)),
 
     ownersOf: (peerIds) => guard(async () => {
-      const trusted = liveness.marker
       // Each in its own slot on a cluster: one command each (ioredis pipelines them per node).
-      const [marker, ...owners] = await Promise.all([redis.get(keys.fleetKey), ...peerIds.map(peerId => redis.hget(keys.sessionKey(peerId), 'instance'))])
-      if (trusted === null || marker !== trusted) return null
+      const [current, ...owners] = await Promise.all([redis.get(keys.fleetKey), ...peerIds.map(peerId => redis.hget(keys.sessionKey(peerId), 'instance'))])
+      if (!marker.check(current) || marker.restoring) return null
       return new Map(peerIds.map((peerId, i) => [peerId, owners[i] ?? null]))
+    }),
+
+    restore: (entries) => guard(async () => {
+      const ttl = opts.sessionTtlS
+      const now = Date.now()
+      await Promise.all(entries.map(async (e) => {
+        const written = await redis.pdRestoreSession(keys.sessionKey(e.peerId), keys.bindingKey(e.peerId), e.secret, e.roomId ?? '', opts.node, e.epoch, ttl, deadline())
+        if (written !== 1) return
+        await redis.multi().sadd(keys.ownedKey(opts.node), e.peerId).expire(keys.ownedKey(opts.node), ownedTtlS).exec()
+        if (e.roomId !== null) await redis.pdRestoreMember(keys.roomKey(e.roomId), keys.socketsKey(e.roomId), keys.peersKey(e.roomId), e.peerId, opts.node, ttl, now, deadline())
+      }))
+      const current = await liveness.rewrite()
+      if (current !== null) marker.adopt(current)
     }),
 
     park: (peerId, owner, handover) => guard(async () =>

@@ -145,6 +145,7 @@ export default fp(async (fastify) => {
   })
   await mesh.start({
     message: (msg) => hub.onBus(msg),
-    sessionsEnded: (ended) => hub.peersGone(ended)
+    sessionsEnded: (ended) => hub.peersGone(ended),
+    registryLost: () => hub.registryLost()
   })
 }, { name: 'signaling', fastify: '5.x', dependencies: ['config', 'store', 'metrics', 'lifecycle'] })

@@ -200,6 +200,34 @@ redis.call('HINCRBY', KEYS[1], field, 1)
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1`)
 
+// --- Rebuilding after Redis lost its data (each script within one slot) -----
+//
+// Every instance rewrites what it still serves: its sessions and their room
+// memberships. A record another instance wrote meanwhile wins.
+
+// KEYS: session, binding. ARGV: secret hash, roomId ('' = none), instance, epoch, ttl, deadline.
+// Returns 1 when written, 0 when another instance owns the session now.
+export const RESTORE_SESSION = fresh(`
+local owner = redis.call('HGET', KEYS[1], 'instance')
+if owner and owner ~= ARGV[3] then return 0 end
+redis.call('HSET', KEYS[1], 'secret', ARGV[1], 'room', ARGV[2], 'instance', ARGV[3])
+if tonumber(ARGV[4]) > tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0') then
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[4])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[5]) end
+return 1`)
+
+// KEYS: room, sockets, peers. ARGV: peerId, instance, ttl, created_at, deadline.
+export const RESTORE_MEMBER = fresh(`
+redis.call('HSETNX', KEYS[1], 'created_at', ARGV[4])
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+return 1`)
+
 /** The ioredis command that runs PUBLISH_FRESH (it bypasses auto-pipelining: see src/redis/client.ts). */
 export const PUBLISH_COMMAND = 'pdPublish'
 

@@ -55,6 +55,8 @@ const MAX_UNFINISHED_LEAVES = 10_000
 const GRACE_RECHECK_MS = 1000
 /** Inputs kept behind a closed fence at most (a stall together with a Redis outage); beyond it they are dropped with a warning. */
 const FENCE_QUEUE_MAX = 200_000
+/** A rewrite of the registry that failed is tried again this often. */
+const RESTORE_RETRY_MS = 500
 
 export function createSignalingHub (opts: HubOptions) {
   const { store, mesh, limits, metrics } = opts
@@ -396,6 +398,21 @@ export function createSignalingHub (opts: HubOptions) {
     conn?.end('evicted')
   }
 
+  /**
+   * The registry lost its data: rewrite every session this instance serves
+   * (connected or held) with its room, until it lands.
+   */
+  function restoreRegistry (): void {
+    const sessions = registry.all().filter(s => s.recorded && !s.ended)
+    const entries = sessions.map(s => ({ peerId: s.peerId, secret: s.secretHash.toString('hex'), roomId: s.roomId, epoch: s.epoch }))
+    mesh.restore(entries).then(() => {
+      opts.log.warn({ sessions: entries.length }, 'rewrote this instance\'s sessions and rooms into the registry')
+    }, (err: unknown) => {
+      opts.log.warn({ error: brief(err) }, 'could not rewrite the registry yet; retrying')
+      clock.setTimeout(restoreRegistry, RESTORE_RETRY_MS)
+    })
+  }
+
   const fence = limits.stallCheckMs <= 0
     ? null
     : new Fence({
@@ -653,6 +670,9 @@ export function createSignalingHub (opts: HubOptions) {
 
     /** Sessions of a vanished instance were ended (by this instance, after the grace): tell their rooms. */
     peersGone: moves.gone,
+
+    /** The registry lost its data: rewrite what this instance serves. */
+    registryLost: restoreRegistry,
 
     /** False while this instance cannot hear the other instances. */
     reachable (): boolean {

@@ -27,11 +27,16 @@ export interface ClaimedSession {
 
 export interface EndedSession { peerId: string, roomId: string, remaining: Member[] }
 
+/** A session this instance serves, as it rewrites it into a registry that lost its data. */
+export interface RestoredSession { peerId: string, secret: string, roomId: string | null, epoch: number }
+
 export interface MeshEvents {
   /** A message from another instance. */
   message (msg: BusMessage): void
   /** Sessions of a vanished instance that were ended after the grace: tell their rooms. */
   sessionsEnded (ended: EndedSession[]): void
+  /** The registry lost its data (a Redis restarted empty): rewrite what this instance serves (`restore`). */
+  registryLost (): void
 }
 
 /**
@@ -81,6 +86,12 @@ export interface Mesh {
    * missing record proves nothing; rejects when the registry is unreachable.
    */
   ownersOf (peerIds: string[]): Promise<Map<string, string | null> | null>
+  /**
+   * Rewrites this instance's record and these sessions with their room
+   * memberships (a session another instance owns by now is left alone);
+   * after it the registry is believed again.
+   */
+  restore (sessions: RestoredSession[]): Promise<void>
   /** Whether another live instance exists (one that could take sessions over). */
   othersAlive (): Promise<boolean>
   /** Whether other live instances were seen when the registry last answered (no round trip). */
@@ -112,6 +123,7 @@ export function createLocalMesh (store: Store, node: string): Mesh {
     async ownerOf () { return null },
     async ownersOf (peerIds) { return new Map(peerIds.map(peerId => [peerId, node])) },
     async park () { return null },
+    async restore () {},
     async othersAlive () { return false },
     othersSeen: false,
     async stop () {},

@@ -308,7 +308,8 @@ export class FakeCluster {
     this.nodes.set(name, node)
     mesh.start({
       message: (msg) => hub.onBus(msg),
-      sessionsEnded: (ended) => hub.peersGone(ended)
+      sessionsEnded: (ended) => hub.peersGone(ended),
+      registryLost: () => hub.registryLost()
     }).catch(() => {})
     return node
   }
@@ -668,6 +669,7 @@ export class FakeCluster {
         for (const other of this.nodes.values()) if (other.name !== name && !other.dead && !other.left) return true
         return false
       }),
+      restore: async () => { /* the fake registry never loses its data */ },
       get othersSeen () {
         for (const other of cluster.nodes.values()) if (other.name !== name && !other.dead && !other.left) return true
         return false

@@ -1,0 +1,59 @@
+/*
+ * The fleet marker (`fleet` in src/redis/keys.ts): a value written once (SET
+ * NX) and read back with every heartbeat and with every lookup whose answer
+ * could be "no such session". While it is the value this instance first saw,
+ * a missing record means what it says (ended, never existed). Another value,
+ * or none, means Redis lost its data since (a restart without persistence, a
+ * failover to an empty replica, a FLUSHALL): a missing record then proves
+ * nothing, and this instance rewrites what it serves (redis-mesh.ts restore)
+ * before it trusts the registry again.
+ */
+export class FleetMarker {
+  private trusted: string | null = null
+  private lost = false
+  private readonly waiters = new Set<() => void>()
+
+  /** `onLost` runs once per loss, when a read first shows it. */
+  constructor (private readonly onLost: () => void) {}
+
+  /** Whether records read together with this marker value can be believed. */
+  check (current: string | null): boolean {
+    if (this.trusted === null) {
+      // First sight (a fresh instance, or a fresh Redis before anyone wrote it): nothing to restore.
+      if (current !== null) this.trusted = current
+      return !this.lost
+    }
+    if (current === this.trusted && !this.lost) return true
+    if (!this.lost) {
+      this.lost = true
+      this.onLost()
+    }
+    return false
+  }
+
+  /** The registry was rewritten under `current`: believe it again. */
+  adopt (current: string): void {
+    this.trusted = current
+    this.lost = false
+    for (const wake of [...this.waiters]) wake()
+  }
+
+  /** Resolves once a loss in progress is restored (at once if none), or after `ms`. */
+  async settled (ms: number): Promise<void> {
+    if (!this.lost) return
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer)
+        this.waiters.delete(done)
+        resolve()
+      }
+      const timer = setTimeout(done, ms)
+      this.waiters.add(done)
+    })
+  }
+
+  /** Whether a loss was seen and not yet restored. */
+  get restoring (): boolean {
+    return this.lost
+  }
+}
