@@ -304,6 +304,8 @@ export class FakeCluster {
       iceServers: () => [],
       metrics
     })
+    // As the signaling plugin does: the stall watchdog runs on the node's clock (a no-op with stallCheckMs 0).
+    hub.startWatchdog()
     const node: TestNode = { name, hub, store, mesh, metrics, clients: [], dead: false, stopped: false, left: false, unreachable: false, answersHeld: null, events: null }
     this.nodes.set(name, node)
     mesh.start({
