@@ -249,3 +249,18 @@ t.test('fleet marker: first sight is trusted, a change or a loss is not until a 
   await marker.settled(20)
   t.ok(Date.now() - started >= 15, 'a wait for a restore that does not come ends after its bound')
 })
+
+t.test('fleet marker: after its own rewrite, a missing record stays in doubt until the others have had time to rewrite theirs', async (t) => {
+  let now = 0
+  const marker = new FleetMarker(() => {}, 3000, () => now)
+  t.ok(marker.check('a'))
+  t.notOk(marker.check(null))
+  marker.adopt('b')
+  t.notOk(marker.check('b'), 'just rewritten here: another instance may not have rewritten its own yet')
+  t.equal(marker.doubtLeft(), 3000)
+  now = 2999
+  t.notOk(marker.check('b'))
+  now = 3000
+  t.ok(marker.check('b'), 'believed once every live instance has heart-beaten since')
+  t.equal(marker.doubtLeft(), 0)
+})

@@ -6,15 +6,19 @@
  * or none, means Redis lost its data since (a restart without persistence, a
  * failover to an empty replica, a FLUSHALL): a missing record then proves
  * nothing, and this instance rewrites what it serves (redis-mesh.ts restore)
- * before it trusts the registry again.
+ * before it trusts the registry again. Even then, for `doubtMs` after its own
+ * rewrite (INSTANCE_DEAD_AFTER_MS: by then every live instance has heart-beaten,
+ * noticed the loss and rewritten its own sessions), a missing record may be
+ * one another instance has not rewritten yet, and still proves nothing.
  */
 export class FleetMarker {
   private trusted: string | null = null
   private lost = false
+  private doubtUntil = 0
   private readonly waiters = new Set<() => void>()
 
   /** `onLost` runs once per loss, when a read first shows it. */
-  constructor (private readonly onLost: () => void) {}
+  constructor (private readonly onLost: () => void, private readonly doubtMs = 0, private readonly now: () => number = Date.now) {}
 
   /** Whether records read together with this marker value can be believed. */
   check (current: string | null): boolean {
@@ -23,7 +27,7 @@ export class FleetMarker {
       if (current !== null) this.trusted = current
       return !this.lost
     }
-    if (current === this.trusted && !this.lost) return true
+    if (current === this.trusted && !this.lost) return this.now() >= this.doubtUntil
     if (!this.lost) {
       this.lost = true
       this.onLost()
@@ -35,6 +39,7 @@ export class FleetMarker {
   adopt (current: string): void {
     this.trusted = current
     this.lost = false
+    this.doubtUntil = this.now() + this.doubtMs
     for (const wake of [...this.waiters]) wake()
   }
 
@@ -55,5 +60,10 @@ export class FleetMarker {
   /** Whether a loss was seen and not yet restored. */
   get restoring (): boolean {
     return this.lost
+  }
+
+  /** Milliseconds until a missing record is believed again after a restore (0: it is). */
+  doubtLeft (): number {
+    return this.lost ? Infinity : Math.max(0, this.doubtUntil - this.now())
   }
 }

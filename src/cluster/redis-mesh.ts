@@ -177,7 +177,7 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
   const marker = new FleetMarker(() => {
     opts.log.error('redis lost its data (the fleet marker changed): rewriting this instance\'s sessions and rooms; no missing record is taken as ended meanwhile')
     events?.registryLost()
-  })
+  }, opts.deadAfterMs)
   /** How long a lookup that could answer "no such session" waits for a restore in progress. */
   const RESTORE_WAIT_MS = 3000
   /**
@@ -187,10 +187,21 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
    */
   async function believed<T> (read: () => Promise<T>, missing: (value: T) => boolean): Promise<T> {
     await marker.settled(RESTORE_WAIT_MS)
-    const [current, value] = await Promise.all([redis.get(keys.fleetKey), read()])
-    if (missing(value) && !marker.check(current)) throw new StoreUnavailableError({ cause: new Error('redis lost its data; the record may be missing only for that') })
-    return value
+    /** The value, when it can be believed. */
+    const look = async (): Promise<{ value: T } | null> => {
+      const [current, value] = await Promise.all([redis.get(keys.fleetKey), read()])
+      return !missing(value) || marker.check(current) ? { value } : null
+    }
+    let found = await look()
+    // Rewritten here, but maybe not yet by the instance that owns it: look once more shortly.
+    if (found === null && !marker.restoring && marker.doubtLeft() > 0) {
+      await new Promise(resolve => setTimeout(resolve, Math.min(marker.doubtLeft(), 1000)))
+      found = await look()
+    }
+    if (found === null) throw new StoreUnavailableError({ cause: new Error('redis lost its data; the record may be missing only for that') })
+    return found.value
   }
+
 
   const liveness = createLiveness({
     ...opts,

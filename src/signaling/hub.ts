@@ -55,6 +55,9 @@ const MAX_UNFINISHED_LEAVES = 10_000
 const GRACE_RECHECK_MS = 1000
 /** Inputs kept behind a closed fence at most (a stall together with a Redis outage); beyond it they are dropped with a warning. */
 const FENCE_QUEUE_MAX = 200_000
+/** A refusal the mesh could not carry is tried again this often, this many times in all. */
+const REFUSAL_RETRY_MS = 500
+const REFUSAL_ATTEMPTS = 30
 /** A rewrite of the registry that failed is tried again this often. */
 const RESTORE_RETRY_MS = 500
 
@@ -138,15 +141,31 @@ export function createSignalingHub (opts: HubOptions) {
       return
     }
     const node = moves.forwardTo(peerId)
-    if (node !== undefined && node !== self) post(node, { kind: 'R', origin: self, from: peerId, type, id, code })
+    if (node !== undefined && node !== self) postRefusal(node, { kind: 'R', origin: self, from: peerId, type, id, code })
   }
 
   /** A relay refused where it stands: its sender hears `code` by id, wherever it is. */
   function refuse (env: Envelope, code: RefusalCode): void {
     if (!RELAY_TYPES.has(env.type) || env.from === '') return
     if (env.origin === self) notify(env.from, code, env.type, env.id)
-    else if (code === 'peer_not_found') post(env.origin, { kind: 'F', origin: self, from: env.from, type: env.type, id: env.id })
-    else post(env.origin, { kind: 'R', origin: self, from: env.from, type: env.type, id: env.id, code })
+    else if (code === 'peer_not_found') postRefusal(env.origin, { kind: 'F', origin: self, from: env.from, type: env.type, id: env.id })
+    else postRefusal(env.origin, { kind: 'R', origin: self, from: env.from, type: env.type, id: env.id, code })
+  }
+
+  /**
+   * A refusal is the sender's only word on a relay it was told nothing else
+   * about: while the mesh cannot carry it (a link that just came back from a
+   * stall or an outage), it is tried again, not dropped.
+   */
+  function postRefusal (node: string, msg: BusMessage, attempt = 0): void {
+    mesh.send(node, msg).catch(() => {
+      if (attempt + 1 >= REFUSAL_ATTEMPTS) {
+        const skipped = warnings.take('refusal: mesh unreachable')
+        if (skipped !== null) opts.log.warn({ node, kind: msg.kind, skipped }, 'could not tell another instance of a refusal; gave up')
+        return
+      }
+      clock.setTimeout(() => postRefusal(node, msg, attempt + 1), REFUSAL_RETRY_MS)
+    })
   }
 
   /** A relay that will never reach its target: its sender hears peer_not_found, wherever it is. */
