@@ -202,7 +202,6 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
     return found.value
   }
 
-
   const liveness = createLiveness({
     ...opts,
     redis,
