@@ -149,5 +149,7 @@ export const CloseCodes = {
   messageTooBig: 1009,
   /** The instance lost its link to the fleet (Redis) or its session: resume on another instance at once. */
   serviceRestart: 1012,
+  /** The session a resume names could not be looked up (the registry did not answer): resume again shortly. */
+  tryAgainLater: 1013,
   replaced: 4000
 } as const

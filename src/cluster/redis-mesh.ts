@@ -13,6 +13,7 @@ import { decodeBus, encodeBus } from './codec'
 import { createLiveness, type MeshSettings } from './liveness'
 import { FleetMarker } from './fleet-marker'
 import { StoreUnavailableError } from '../store/types'
+import { brief } from '../signaling/log-limiter'
 
 /*
  * The mesh over one Redis: each instance subscribes to its own channel
@@ -49,6 +50,8 @@ export interface RedisMeshOptions extends MeshSettings {
   link: RedisLink
 }
 
+/** A failed SUBSCRIBE on a connection that stays up is tried again this often. */
+const SUBSCRIBE_RETRY_MS = 500
 /** One publish call carries at most this many messages, or about this many bytes. */
 const BATCH_MAX = 256
 const BATCH_BYTES = 256 * 1024
@@ -228,7 +231,9 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
   const subscribe = (): void => {
     if (stopping) return
     subscribeOwn().then(() => { subscribed = !stopping }, (err: unknown) => {
-      opts.log.warn({ err }, 'could not subscribe to this instance\'s channel yet; retrying on reconnect')
+      // A SUBSCRIBE that timed out on a live connection gets no reconnect to retry it: try again here.
+      opts.log.warn({ error: brief(err) }, 'could not subscribe to this instance\'s channel yet; retrying')
+      setTimeout(() => { if (!subscribed && opts.subscriber.status === 'ready') subscribe() }, SUBSCRIBE_RETRY_MS).unref()
     })
   }
   opts.subscriber.on('ready', subscribe)

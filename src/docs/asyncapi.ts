@@ -209,7 +209,7 @@ export function buildAsyncApi (): Record<string, unknown> {
         'One WebSocket endpoint, GET /ws, for browsers using the native WebSocket. Every frame is a UTF-8 text frame holding one JSON envelope { type, data, id? }.',
         'The optional id (a string of at most 64 characters) is copied into the direct reply (joinResponse, leaveResponse, pong, error).',
         'Reconnect with `/ws?resume=<resumeToken>` within the grace to keep the peerId, the room and the messages sent meanwhile.',
-        'Close codes: 1001 server shutting down (reconnect and resume), 1008 sustained flooding, 1009 frame over MAX_MESSAGE_BYTES, 1012 the instance is cut off from the fleet (resume on another instance at once), 4000 replaced by a resumed connection.',
+        'Close codes: 1001 server shutting down (reconnect and resume), 1008 sustained flooding, 1009 frame over MAX_MESSAGE_BYTES, 1012 the instance is cut off from the fleet (resume on another instance at once), 1013 the session to resume could not be looked up (resume again shortly), 4000 replaced by a resumed connection.',
         'Error codes: ' + Object.entries(ERROR_CODE_DOCS).map(([code, text]) => `${code}: ${text}`).join('; ') + '.'
       ].join('\n\n')
     },

@@ -3,7 +3,7 @@ import type { Transport } from './types'
 import type { Session } from './delivery'
 
 /** Why the server itself ended a connection; decides whether the peer is held for resume. */
-export type ServerCloseReason = 'shutdown' | 'evicted' | 'heartbeat' | 'replaced' | 'abuse' | 'oversize'
+export type ServerCloseReason = 'shutdown' | 'evicted' | 'retry' | 'heartbeat' | 'replaced' | 'abuse' | 'oversize'
 
 const HOLD_AFTER: ReadonlySet<ServerCloseReason> = new Set(['shutdown', 'evicted', 'heartbeat'])
 /** What a client sends when it means to go: 1000, 1001 (page gone), no status (1005). */
@@ -65,6 +65,7 @@ export class Connection {
       case 'replaced': this.transport.close(CloseCodes.replaced, 'replaced'); break
       case 'shutdown': this.transport.close(CloseCodes.goingAway, 'server shutting down'); break
       case 'evicted': this.transport.close(CloseCodes.serviceRestart, 'instance cut off: resume elsewhere'); break
+      case 'retry': this.transport.close(CloseCodes.tryAgainLater, 'session lookup failed: resume again shortly'); break
       default: this.transport.terminate()
     }
   }

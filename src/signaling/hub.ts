@@ -576,11 +576,13 @@ export function createSignalingHub (opts: HubOptions) {
       moves.resume(token, ctx.ip)
         .catch((err: unknown) => {
           const skipped = warnings.take('resume: store unavailable')
-          if (skipped !== null) opts.log.warn({ error: brief(err), skipped }, 'resume lookup failed; starting a new session')
-          return null
+          if (skipped !== null) opts.log.warn({ error: brief(err), skipped }, 'resume lookup failed; the client is told to try again (1013)')
+          return 'retry' as const
         })
         .then((found) => {
-          if (found !== null) attach(conn, found.session, found.token, true)
+          // Not knowing is not "no such session": a new identity would lose the peer's room for nothing.
+          if (found === 'retry') conn.end('retry')
+          else if (found !== null) attach(conn, found.session, found.token, true)
           else {
             const created = registry.fresh(ctx.ip)
             attach(conn, created.session, created.token, false)
