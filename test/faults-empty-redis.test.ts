@@ -60,7 +60,7 @@ t.test('a Redis that comes back empty is rebuilt from what the instances still k
   }
   t.ok(await until(sessionsBack, 5000, 50), 'every session record is back')
   t.comment(`sessions rewritten ${Date.now() - upAt} ms after Redis was back`)
-  t.ok(await until(async () => await redis.client.scard(`${redis.prefix}room:empty-0:sockets`) === 2, 2000), 'memberships are back')
+  t.ok(await until(async () => await redis.client.scard(`${redis.prefix}room:empty-0:sockets`) === 2, 5000), 'memberships are back')
   t.ok(await redis.client.ttl(`${redis.prefix}room:empty-0`) > 0, 'with their TTLs')
   t.ok(await redis.client.zscore(`${redis.prefix}instances`, (await redis.client.zrange(`${redis.prefix}instances`, 0, -1))[0] ?? '') !== null, 'instance records are back')
 
