@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import type { RedisClient } from '../redis/client'
 import { instanceRecordTtlS, redisKeys } from '../redis/keys'
 import type { RedisLink } from '../redis/link'
@@ -50,7 +51,6 @@ export function createLiveness (opts: LivenessOptions) {
   let stopped = false
   /** Whether the last heartbeat saw another live instance. */
   let othersSeen = false
-  const myMarker = `${opts.node}:${Date.now()}`
   redis.on('ready', () => { healthySince ??= Date.now() })
   redis.on('close', () => { healthySince = null })
 
@@ -85,7 +85,10 @@ export function createLiveness (opts: LivenessOptions) {
 
   /** Writes the fleet marker if it is missing, and reads it back (fleet-marker.ts). */
   async function writeMarker (ttlS: number): Promise<string | null> {
-    const reply = await redis.multi().set(keys.fleetKey, myMarker, 'EX', opts.sessionTtlS, 'NX').get(keys.fleetKey).expire(keys.fleetKey, Math.max(ttlS, opts.sessionTtlS)).exec()
+    // A new value at every write: a marker re-created after a loss must never
+    // equal the one it replaces, even when the same instance writes both.
+    const fresh = `${opts.node}:${Date.now()}:${randomBytes(6).toString('base64url')}`
+    const reply = await redis.multi().set(keys.fleetKey, fresh, 'EX', opts.sessionTtlS, 'NX').get(keys.fleetKey).expire(keys.fleetKey, Math.max(ttlS, opts.sessionTtlS)).exec()
     const current = reply?.[1]?.[1]
     return typeof current === 'string' ? current : null
   }
