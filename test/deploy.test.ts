@@ -176,7 +176,7 @@ t.test('coturn from deploy/coturn accepts the server\'s TURN credentials and ref
 t.test('docker-compose.yml: services, health-gated start-up, no eviction, known variables, metrics on the compose network only', async (t) => {
   const compose = parse(readFileSync('deploy/docker-compose.yml', 'utf8'), { merge: true }) as any
   const services = compose.services as Record<string, any>
-  t.same(Object.keys(services).sort(), ['coturn', 'nginx', 'redis', 'signal-1', 'signal-2'])
+  t.same(Object.keys(services).sort(), ['coturn', 'grafana', 'nginx', 'prometheus', 'redis', 'signal-1', 'signal-2'])
   const redisCmd = services['redis'].command.join(' ')
   t.match(redisCmd, /--maxmemory-policy noeviction/)
   t.match(redisCmd, /--appendonly yes/)
@@ -194,8 +194,12 @@ t.test('docker-compose.yml: services, health-gated start-up, no eviction, known 
     t.same(svc.expose, [svc.environment.METRICS_PORT], `${name}: the metrics port is exposed to the compose network`)
     t.equal(svc.ports, undefined, `${name} publishes no port on the host`)
   }
-  const published = Object.values(services).flatMap((svc: any) => (svc.ports ?? []) as string[])
+  const published = Object.values(services).filter((svc: any) => svc.profiles === undefined).flatMap((svc: any) => (svc.ports ?? []) as string[])
   t.same(published, ['80:80'], 'only nginx publishes a port (and it answers 404 for /metrics)')
+  for (const name of ['prometheus', 'grafana']) {
+    t.same(services[name].profiles, ['monitoring'], `${name} is opt-in`)
+    for (const port of services[name].ports as string[]) t.match(port, /^127\.0\.0\.1:\d+:\d+$/, `${name} is published on the host's loopback only`)
+  }
   t.match(readFileSync('deploy/nginx/privydrop.conf', 'utf8'), /location = \/metrics \{\s*return 404;/)
   t.same(Object.values(services['nginx'].depends_on).map((d: any) => d.condition), ['service_healthy', 'service_healthy'])
   for (const svc of Object.values(services)) {
@@ -203,7 +207,7 @@ t.test('docker-compose.yml: services, health-gated start-up, no eviction, known 
       const source = volume.split(':')[0] ?? ''
       if (source.startsWith('.')) t.ok(existsSync(join('deploy', source)), `mounted file ${source} exists`)
     }
-    if (svc.image !== undefined) t.match(svc.image, /^(privydrop-signaling|redis|nginx|coturn\/coturn):[\w.-]+$/, `image ${svc.image} is pinned to a tag`)
+    if (svc.image !== undefined) t.match(svc.image, /^(privydrop-signaling|redis|nginx|coturn\/coturn|prom\/prometheus|grafana\/grafana):[\w.-]+$/, `image ${svc.image} is pinned to a tag`)
   }
   t.same(services['coturn'].profiles, ['turn'], 'coturn is opt-in')
 })
