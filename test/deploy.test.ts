@@ -283,6 +283,34 @@ t.test('Kubernetes manifests: probes, drain timing, disruption budget, known var
   t.ok(docs.find(d => d.kind === 'PodDisruptionBudget').spec.maxUnavailable >= 1)
 })
 
+t.test('Kubernetes probe CronJob: runs the image\'s built probe, one at a time, no retries, within its deadline, unprivileged', async (t) => {
+  const [cron] = parseAllDocuments(readFileSync('deploy/k8s/probe-cronjob.yaml', 'utf8')).map(d => d.toJS() as any)
+  t.equal(cron.kind, 'CronJob')
+  t.equal(cron.apiVersion, 'batch/v1')
+  t.equal(cron.metadata.namespace, 'privydrop')
+  t.equal(cron.spec.concurrencyPolicy, 'Forbid')
+  const job = cron.spec.jobTemplate.spec
+  t.equal(job.backoffLimit, 0, 'a failed probe is not retried until it passes')
+  const pod = job.template.spec
+  t.equal(pod.restartPolicy, 'Never')
+  t.equal(pod.securityContext.runAsNonRoot, true)
+  const [container] = pod.containers
+  t.equal(container.securityContext.readOnlyRootFilesystem, true)
+  const deployment = parseAllDocuments(readFileSync('deploy/k8s/deployment.yaml', 'utf8')).map(d => d.toJS() as any)[0]
+  t.equal(container.image.split(':')[0], deployment.spec.template.spec.containers[0].image, 'the server\'s image')
+  t.same(container.command, ['node', 'dist/cli/probe.js'])
+  t.ok(existsSync('dist/cli/probe.js'), 'npm run build produces what it runs (the Dockerfile copies dist/)')
+  const args = container.args as string[]
+  const option = (name: string): string | undefined => args[args.indexOf(name) + 1]
+  t.match(option('--url'), /^https:\/\//, 'probes the public https URL')
+  t.ok(job.activeDeadlineSeconds * 1000 > Number(option('--total-timeout-ms')), 'the Job outlives the probe\'s own total limit, so the probe reports its time-out')
+  // The arguments are the probe's: with the URL pointed where nothing listens, it runs and fails at the first step (not a usage error).
+  const dead = args.map(a => (a === option('--url') ? 'http://127.0.0.1:1' : a))
+  const run = spawnSync(process.execPath, [...container.command.slice(1), ...dead], { encoding: 'utf8', timeout: 20_000, env: { PATH: process.env['PATH'] } })
+  t.equal(run.status, 1, run.stderr)
+  t.match(JSON.parse(run.stdout), { ok: false, failedStep: 'create_room' }, 'one JSON object, as the Job log')
+})
+
 t.test('PM2 ecosystem refuses cluster mode without Redis', async (t) => {
   const load = (env: Record<string, string>) => spawnSync(process.execPath, ['-e', 'console.log(JSON.stringify(require("./deploy/pm2/ecosystem.config.cjs")))'], {
     env: { PATH: process.env['PATH'], ...env }, encoding: 'utf8', cwd: process.cwd()
