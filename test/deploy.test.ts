@@ -176,7 +176,7 @@ t.test('coturn from deploy/coturn accepts the server\'s TURN credentials and ref
 t.test('docker-compose.yml: services, health-gated start-up, no eviction, known variables, metrics on the compose network only', async (t) => {
   const compose = parse(readFileSync('deploy/docker-compose.yml', 'utf8'), { merge: true }) as any
   const services = compose.services as Record<string, any>
-  t.same(Object.keys(services).sort(), ['coturn', 'nginx', 'redis', 'signal-1', 'signal-2'])
+  t.same(Object.keys(services).sort(), ['coturn', 'grafana', 'nginx', 'prometheus', 'redis', 'signal-1', 'signal-2'])
   const redisCmd = services['redis'].command.join(' ')
   t.match(redisCmd, /--maxmemory-policy noeviction/)
   t.match(redisCmd, /--appendonly yes/)
@@ -194,8 +194,12 @@ t.test('docker-compose.yml: services, health-gated start-up, no eviction, known 
     t.same(svc.expose, [svc.environment.METRICS_PORT], `${name}: the metrics port is exposed to the compose network`)
     t.equal(svc.ports, undefined, `${name} publishes no port on the host`)
   }
-  const published = Object.values(services).flatMap((svc: any) => (svc.ports ?? []) as string[])
+  const published = Object.values(services).filter((svc: any) => svc.profiles === undefined).flatMap((svc: any) => (svc.ports ?? []) as string[])
   t.same(published, ['80:80'], 'only nginx publishes a port (and it answers 404 for /metrics)')
+  for (const name of ['prometheus', 'grafana']) {
+    t.same(services[name].profiles, ['monitoring'], `${name} is opt-in`)
+    for (const port of services[name].ports as string[]) t.match(port, /^127\.0\.0\.1:\d+:\d+$/, `${name} is published on the host's loopback only`)
+  }
   t.match(readFileSync('deploy/nginx/privydrop.conf', 'utf8'), /location = \/metrics \{\s*return 404;/)
   t.same(Object.values(services['nginx'].depends_on).map((d: any) => d.condition), ['service_healthy', 'service_healthy'])
   for (const svc of Object.values(services)) {
@@ -203,7 +207,7 @@ t.test('docker-compose.yml: services, health-gated start-up, no eviction, known 
       const source = volume.split(':')[0] ?? ''
       if (source.startsWith('.')) t.ok(existsSync(join('deploy', source)), `mounted file ${source} exists`)
     }
-    if (svc.image !== undefined) t.match(svc.image, /^(privydrop-signaling|redis|nginx|coturn\/coturn):[\w.-]+$/, `image ${svc.image} is pinned to a tag`)
+    if (svc.image !== undefined) t.match(svc.image, /^(privydrop-signaling|redis|nginx|coturn\/coturn|prom\/prometheus|grafana\/grafana):[\w.-]+$/, `image ${svc.image} is pinned to a tag`)
   }
   t.same(services['coturn'].profiles, ['turn'], 'coturn is opt-in')
 })
@@ -277,6 +281,34 @@ t.test('Kubernetes manifests: probes, drain timing, disruption budget, known var
   const service = docs.find(d => d.kind === 'Service').spec
   t.same(service.ports.map((p: any) => p.targetPort), ['http'], 'the Service does not expose the metrics port')
   t.ok(docs.find(d => d.kind === 'PodDisruptionBudget').spec.maxUnavailable >= 1)
+})
+
+t.test('Kubernetes probe CronJob: runs the image\'s built probe, one at a time, no retries, within its deadline, unprivileged', async (t) => {
+  const [cron] = parseAllDocuments(readFileSync('deploy/k8s/probe-cronjob.yaml', 'utf8')).map(d => d.toJS() as any)
+  t.equal(cron.kind, 'CronJob')
+  t.equal(cron.apiVersion, 'batch/v1')
+  t.equal(cron.metadata.namespace, 'privydrop')
+  t.equal(cron.spec.concurrencyPolicy, 'Forbid')
+  const job = cron.spec.jobTemplate.spec
+  t.equal(job.backoffLimit, 0, 'a failed probe is not retried until it passes')
+  const pod = job.template.spec
+  t.equal(pod.restartPolicy, 'Never')
+  t.equal(pod.securityContext.runAsNonRoot, true)
+  const [container] = pod.containers
+  t.equal(container.securityContext.readOnlyRootFilesystem, true)
+  const deployment = parseAllDocuments(readFileSync('deploy/k8s/deployment.yaml', 'utf8')).map(d => d.toJS() as any)[0]
+  t.equal(container.image.split(':')[0], deployment.spec.template.spec.containers[0].image, 'the server\'s image')
+  t.same(container.command, ['node', 'dist/cli/probe.js'])
+  t.ok(existsSync('dist/cli/probe.js'), 'npm run build produces what it runs (the Dockerfile copies dist/)')
+  const args = container.args as string[]
+  const option = (name: string): string | undefined => args[args.indexOf(name) + 1]
+  t.match(option('--url'), /^https:\/\//, 'probes the public https URL')
+  t.ok(job.activeDeadlineSeconds * 1000 > Number(option('--total-timeout-ms')), 'the Job outlives the probe\'s own total limit, so the probe reports its time-out')
+  // The arguments are the probe's: with the URL pointed where nothing listens, it runs and fails at the first step (not a usage error).
+  const dead = args.map(a => (a === option('--url') ? 'http://127.0.0.1:1' : a))
+  const run = spawnSync(process.execPath, [...container.command.slice(1), ...dead], { encoding: 'utf8', timeout: 20_000, env: { PATH: process.env['PATH'] } })
+  t.equal(run.status, 1, run.stderr)
+  t.match(JSON.parse(run.stdout), { ok: false, failedStep: 'create_room' }, 'one JSON object, as the Job log')
 })
 
 t.test('PM2 ecosystem refuses cluster mode without Redis', async (t) => {

@@ -8,6 +8,7 @@ import { connectWithin, createRedisClient, type RedisClient } from '../redis/cli
 import { createIceServers } from '../services/ice'
 import type { ErrorCode } from '../../schemas/ws'
 import { FastHistogram, batchedCounter } from '../services/hot-metrics'
+import { CLOSE_REASONS, type CloseReason } from '../signaling/connection'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -41,6 +42,21 @@ export default fp(async (fastify) => {
   // Label sets resolved once: this runs for every relay.
   const localLatency = relayLatency.recorder({ path: 'local' })
   const remoteLatency = relayLatency.recorder({ path: 'remote' })
+  // Every label value is exported from the start (at 0), so rate() and alerts see a series before the first event.
+  const closes = new Counter({
+    name: 'privydrop_ws_closes_total',
+    help: 'WebSocket connections ended, by reason: client (a clean close by the client), dropped (no clean close: network loss), or the server\'s heartbeat (two pongs missed), shutdown, evicted (cut off from Redis), replaced (resumed on another connection), abuse, oversize',
+    labelNames: ['reason'] as const,
+    registers: [registry]
+  })
+  for (const reason of CLOSE_REASONS) closes.inc({ reason }, 0)
+  const moves = new Counter({
+    name: 'privydrop_sessions_moved_total',
+    help: 'Sessions that changed instance: direction="in" taken over here by a resume from another instance, "out" handed to the instance it resumed on',
+    labelNames: ['direction'] as const,
+    registers: [registry]
+  })
+  for (const direction of ['in', 'out'] as const) moves.inc({ direction }, 0)
   const metrics: SignalingMetrics = {
     messageIn: countIn,
     messageOut: countOut,
@@ -48,7 +64,9 @@ export default fp(async (fastify) => {
     relayLatency: (seconds, path) => (path === 'local' ? localLatency : remoteLatency)(seconds),
     resume: () => resumes.inc(),
     duplicate: () => duplicates.inc(),
-    rerouted: () => rerouted.inc()
+    rerouted: () => rerouted.inc(),
+    closed: (reason: CloseReason) => closes.inc({ reason }),
+    moved: (direction) => moves.inc({ direction })
   }
 
   // Redis mode: a second connection for subscribing (a subscribed ioredis
@@ -113,10 +131,24 @@ export default fp(async (fastify) => {
   const gauges: Array<[string, string, () => number]> = [
     ['privydrop_ws_connections', 'Open WebSocket connections', () => hub.stats().connections],
     ['privydrop_ws_sessions', 'Peer sessions, including ones held for resume', () => hub.stats().sessions],
+    ['privydrop_ws_sessions_held', 'Peer sessions held for resume (their connection dropped; RESUME_GRACE_MS)', () => hub.heldSessions()],
     ['privydrop_rooms_active', 'Rooms with members on this instance', () => hub.stats().rooms]
   ]
   for (const [name, help, read] of gauges) {
     registry.registerMetric(new Gauge({ name, help, registers: [], collect () { this.set(read()) } }))
+  }
+  const link = fastify.redisLink
+  if (link !== null) {
+    registry.registerMetric(new Gauge({
+      name: 'privydrop_redis_up',
+      help: 'Redis mode: 1 while the connection works: connection="commands" its circuit is closed (Redis answers commands and health checks), "subscriber" subscribed to this instance\'s channel (it hears the other instances)',
+      labelNames: ['connection'] as const,
+      registers: [],
+      collect () {
+        this.set({ connection: 'commands' }, link.healthy ? 1 : 0)
+        this.set({ connection: 'subscriber' }, hub.reachable() ? 1 : 0)
+      }
+    }))
   }
 
   // The round is spread over slices (see ConnectionRegistry and startHeartbeat):

@@ -4,6 +4,9 @@ import type { Session } from './delivery'
 
 /** Why the server itself ended a connection; decides whether the peer is held for resume. */
 export type ServerCloseReason = 'shutdown' | 'evicted' | 'retry' | 'heartbeat' | 'replaced' | 'abuse' | 'oversize'
+/** Why a connection ended: the server's reason, or the client's clean close, or a drop (no clean close: network loss). */
+export type CloseReason = ServerCloseReason | 'client' | 'dropped'
+export const CLOSE_REASONS: readonly CloseReason[] = ['client', 'dropped', 'heartbeat', 'shutdown', 'evicted', 'retry', 'replaced', 'abuse', 'oversize']
 
 const HOLD_AFTER: ReadonlySet<ServerCloseReason> = new Set(['shutdown', 'evicted', 'heartbeat'])
 /** What a client sends when it means to go: 1000, 1001 (page gone), no status (1005). */
@@ -68,6 +71,11 @@ export class Connection {
       case 'retry': this.transport.close(CloseCodes.tryAgainLater, 'session lookup failed: resume again shortly'); break
       default: this.transport.terminate()
     }
+  }
+
+  /** After the close: why it ended (the server's reason first; otherwise what the client's close code says). */
+  get closeReason (): CloseReason {
+    return this.serverClose ?? (CLEAN_CLIENT_CLOSE.has(this.closedCode ?? 1006) ? 'client' : 'dropped')
   }
 
   /** After the close: whether the peer's session is held for resume (a drop) or over (a clean close, a kick). */

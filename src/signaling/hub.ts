@@ -470,7 +470,7 @@ export function createSignalingHub (opts: HubOptions) {
     handlers.onMessage(conn, data, isBinary)
   }
 
-  const moves = createMoves({ mesh, registry, delivery, router, clock, log: opts.log, post, undeliverable, announce, forget })
+  const moves = createMoves({ mesh, registry, delivery, router, clock, metrics, log: opts.log, post, undeliverable, announce, forget })
 
   // --- connections ----------------------------------------------------------------
 
@@ -509,6 +509,7 @@ export function createSignalingHub (opts: HubOptions) {
   function onClosed (conn: Connection, code: number): void {
     connections.remove(conn)
     conn.closedCode = code
+    metrics.closed(conn.closeReason)
     const session = conn.session
     if (session === null) return // still resolving a resume: attach() sees closedCode
     if (session.conn !== conn) return // replaced by a resumed connection: nothing to do
@@ -744,6 +745,11 @@ export function createSignalingHub (opts: HubOptions) {
 
     stats () {
       return { connections: connections.size, sessions: registry.size, rooms: registry.roomCount, ...router.stats() }
+    },
+
+    /** Sessions held for resume (their connection dropped, within the grace). */
+    heldSessions (): number {
+      return registry.held
     },
 
     /**

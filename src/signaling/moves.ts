@@ -5,7 +5,7 @@ import type { EndedSession, Handover, Mesh } from './mesh'
 import type { SessionRegistry } from './registry'
 import type { Router } from './router'
 import { issueToken, secretMatches, splitToken } from './tokens'
-import type { Clock, Logger, TimerHandle } from './types'
+import type { Clock, Logger, SignalingMetrics, TimerHandle } from './types'
 
 /*
  * Sessions moving between instances. The new instance claims the session in
@@ -27,6 +27,7 @@ export interface MovesContext {
   delivery: Delivery
   router: Router
   clock: Clock
+  metrics: Pick<SignalingMetrics, 'moved'>
   log: Logger
   /** Sends to another instance, resolving whether it received it (never rejects). */
   post (node: string, msg: BusMessage): Promise<boolean>
@@ -119,6 +120,7 @@ export function createMoves (ctx: MovesContext) {
         return
       }
       session.log.info({ to: node }, 'session resumed on another instance')
+      ctx.metrics.moved('out')
       const held = delivery.takeHeld(session)
       const baseline = session.baseline()
       const roomId = session.roomId
@@ -165,6 +167,7 @@ export function createMoves (ctx: MovesContext) {
       }
       session.epoch = claimed.epoch
       session.recorded = true
+      if (claimed.previous !== self) ctx.metrics.moved('in')
       if (claimed.roomId !== session.roomId) {
         registry.unbind(session)
         if (claimed.roomId !== null) registry.bind(session, claimed.roomId)

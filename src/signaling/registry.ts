@@ -13,6 +13,7 @@ export class SessionRegistry {
   private readonly rooms = new Map<string, Set<Session>>()
   /** Sessions held for resume (no connection), per client IP: they count toward its connection cap. */
   private readonly heldByIp = new Map<string, Set<Session>>()
+  private heldCount = 0
 
   /** `roomEmptied`: the last local member left a room (its routes can go). */
   constructor (private readonly log: Logger, private readonly roomEmptied: (roomId: string) => void) {}
@@ -23,6 +24,11 @@ export class SessionRegistry {
 
   get roomCount (): number {
     return this.rooms.size
+  }
+
+  /** Sessions held for resume (no connection). */
+  get held (): number {
+    return this.heldCount
   }
 
   get (peerId: string): Session | undefined {
@@ -73,13 +79,17 @@ export class SessionRegistry {
       held = new Set()
       this.heldByIp.set(session.ip, held)
     }
+    if (held.has(session)) return
     held.add(session)
+    this.heldCount++
   }
 
   /** It is connected again, or over. */
   unhold (session: Session): void {
     const held = this.heldByIp.get(session.ip)
-    if (held?.delete(session) === true && held.size === 0) this.heldByIp.delete(session.ip)
+    if (held?.delete(session) !== true) return
+    this.heldCount--
+    if (held.size === 0) this.heldByIp.delete(session.ip)
   }
 
   /** Sessions held for resume whose last connection came from `ip`. */

@@ -1,5 +1,6 @@
 import type { LogFn } from 'pino'
 import type { ErrorCode } from '../../schemas/ws'
+import type { CloseReason } from './connection'
 
 /** The slice of a pino logger the core uses (Fastify's logger fits). */
 export interface Logger {
@@ -77,6 +78,10 @@ export interface SignalingMetrics {
   duplicate (): void
   /** A frame re-routed because the instance it was sent to had gone. */
   rerouted (): void
+  /** A connection ended, and why. */
+  closed (reason: CloseReason): void
+  /** A session changed instance: 'in' taken over here (resumed from another instance), 'out' handed to the instance it resumed on. */
+  moved (direction: 'in' | 'out'): void
 }
 
 /** Events of one socket, forwarded by the transport owner. */

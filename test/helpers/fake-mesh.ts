@@ -47,6 +47,8 @@ export class FakeMetrics implements SignalingMetrics {
   resume (): void { this.bump('resume') }
   duplicate (): void { this.bump('duplicate') }
   rerouted (): void { this.bump('rerouted') }
+  closed (reason: string): void { this.bump(`closed:${reason}`) }
+  moved (direction: string): void { this.bump(`moved:${direction}`) }
 }
 
 // --- clock ------------------------------------------------------------------------
