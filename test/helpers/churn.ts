@@ -106,6 +106,12 @@ export class ChurnPeer {
   resumes = 0
   /** Connections that closed before their welcome (refused upgrade, instance gone). */
   connectFailures = 0
+  /**
+   * Why each of those failed: the HTTP status of a refused upgrade ('503'),
+   * the socket error ('ECONNREFUSED'), or else the close code it got
+   * ('close 1001': upgraded, then closed before any welcome).
+   */
+  readonly connectFailureReasons = new Map<string, number>()
   notWelcomeFirst = 0
   readonly garbage: string[] = []
   /** Every frame except the streamed candidates (those are only counted). */
@@ -132,8 +138,13 @@ export class ChurnPeer {
     this.welcomed = false
     let record: ConnRecord | null = null
     let first = true
+    let failure: string | null = null
     return new Promise<boolean>((resolve) => {
-      ws.on('error', () => { /* a close follows */ })
+      ws.on('error', (err: Error & { code?: string }) => {
+        // A close follows. Before a welcome, remember why it failed.
+        if (record !== null || failure !== null) return
+        failure = /Unexpected server response: (\d+)/.exec(err.message)?.[1] ?? err.code ?? err.message
+      })
       ws.on('message', (raw: Buffer, isBinary: boolean) => {
         const text = raw.toString()
         let frame: Frame
@@ -184,6 +195,8 @@ export class ChurnPeer {
           record.code = code
         } else {
           this.connectFailures++
+          const reason = failure ?? `close ${code}`
+          this.connectFailureReasons.set(reason, (this.connectFailureReasons.get(reason) ?? 0) + 1)
         }
         resolve(false)
         if (this.stopped || this.opts.live === undefined || NO_RECONNECT.has(code)) return
@@ -383,6 +396,10 @@ export interface Tally {
   identityChanges: number
   resumes: number
   connectFailures: number
+  /** Why connections failed before their welcome (see ChurnPeer.connectFailureReasons). */
+  connectFailureReasons: Map<string, number>
+  /** Close codes of connections that had their welcome (closeCodes also counts failed connects). */
+  welcomedCloseCodes: Map<number, number>
   garbage: number
   notWelcomeFirst: number
   closeCodes: Map<number, number>
@@ -413,6 +430,8 @@ export function tally (peers: ChurnPeer[], excuse: (m: LostMessage) => boolean =
     identityChanges: 0,
     resumes: 0,
     connectFailures: 0,
+    connectFailureReasons: new Map(),
+    welcomedCloseCodes: new Map(),
     garbage: 0,
     notWelcomeFirst: 0,
     closeCodes: new Map(),
@@ -447,6 +466,8 @@ export function tally (peers: ChurnPeer[], excuse: (m: LostMessage) => boolean =
     out.identityChanges += from.identityChanges
     out.resumes += from.resumes
     out.connectFailures += from.connectFailures
+    for (const [reason, n] of from.connectFailureReasons) out.connectFailureReasons.set(reason, (out.connectFailureReasons.get(reason) ?? 0) + n)
+    for (const c of from.conns) if (c.code !== null) out.welcomedCloseCodes.set(c.code, (out.welcomedCloseCodes.get(c.code) ?? 0) + 1)
     out.garbage += from.garbage.length
     out.notWelcomeFirst += from.notWelcomeFirst
   }
@@ -476,6 +497,11 @@ export function summary (label: string, r: Tally, inFlightLabel?: string): strin
     `peer-disconnected ${r.peerDisconnected}, identity changes ${r.identityChanges}, resumes ${r.resumes}; ` +
     `errors ${list(r.errors)}; close codes ${list(r.closeCodes)}; failed connects ${r.connectFailures}; ` +
     `foreign ${r.foreign}, garbage ${r.garbage}, not-welcome-first ${r.notWelcomeFirst}`
+}
+
+/** How connections ended and failed: close codes of welcomed connections, failed connects and why. */
+export function failureSummary (r: Tally): string {
+  return `closed after welcome ${list(r.welcomedCloseCodes)}; failed connects ${r.connectFailures} (${list(r.connectFailureReasons)})`
 }
 
 /**
