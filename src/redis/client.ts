@@ -1,7 +1,7 @@
 import { Cluster, Redis, type Callback, type ClusterOptions, type RedisOptions } from 'ioredis'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Config } from '../../schemas/config'
-import { brief } from '../signaling/log-limiter'
+import { brief } from '../brief'
 import { PUBLISH_COMMAND } from './keys'
 
 const WAYS = ['REDIS_URL', 'REDIS_HOST', 'REDIS_SENTINELS', 'REDIS_CLUSTER_NODES'] as const

@@ -21,6 +21,7 @@ import type { Member } from '../store/types'
  *                            restart without persistence, a failover to an empty replica,
  *                            a FLUSHALL), so a missing record then proves nothing
  *   ratelimit:join:<ip>      sorted set of attempt times  one window
+ *   ratelimit:api:<ip>       counter of REST requests     one window (API_RATE_LIMIT_WINDOW_S)
  *   referrers:daily:<day>    hash ref → count             30 days; at most TRACK_MAX_REFS_PER_DAY
  *                            refs, later ones counted under `other`
  * Check-and-write steps run as Lua scripts so concurrent instances cannot race.
@@ -228,6 +229,22 @@ redis.call('EXPIRE', KEYS[2], ARGV[3])
 redis.call('EXPIRE', KEYS[3], ARGV[3])
 return 1`)
 
+// A fixed-window request counter (the REST limiter): the count, and the
+// window's remaining milliseconds. Not deadline-checked: a late increment
+// only counts a request that did happen. KEYS: counter. ARGV: window ms.
+export const COUNT_REQUEST = `
+local current = redis.call('INCR', KEYS[1])
+if current == 1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  return {current, tonumber(ARGV[1])}
+end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+return {current, ttl}`
+
 /** The ioredis command that runs PUBLISH_FRESH (it bypasses auto-pipelining: see src/redis/client.ts). */
 export const PUBLISH_COMMAND = 'pdPublish'
 
@@ -266,6 +283,8 @@ export function redisKeys (prefix: string, cluster = false) {
     fleetKey: `${prefix}fleet`,
     reapKey: (instance: string) => `${prefix}reap:${instance}`,
     joinLimitKey: (ip: string) => `${prefix}ratelimit:join:${ip}`,
+    /** The REST limiter's counters: the namespace its store prefixes client keys with. */
+    apiLimitNamespace: `${prefix}ratelimit:api:`,
     referrersKey: (day: string) => `${prefix}referrers:daily:${day}`
   }
 }

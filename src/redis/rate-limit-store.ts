@@ -1,14 +1,21 @@
-import LocalStore from '@fastify/rate-limit/store/LocalStore'
-import RedisStore from '@fastify/rate-limit/store/RedisStore'
-import type { FastifyRateLimitStoreCtor } from '@fastify/rate-limit'
+import type { FastifyRateLimitStore, FastifyRateLimitStoreCtor } from '@fastify/rate-limit'
 import type { FastifyBaseLogger } from 'fastify'
 import type { RedisClient } from './client'
+import { COUNT_REQUEST } from './keys'
 
-type Store = LocalStore.Store
+/*
+ * The REST limiter's store, on @fastify/rate-limit's documented store
+ * interface (`FastifyRateLimitStore`: incr and child, constructed by the
+ * plugin from its options) and nothing of its internals. It counts in Redis
+ * (shared by every instance) while Redis is usable, and in this process's
+ * memory otherwise, with the same window and maximum: an outage makes the
+ * limit per instance instead of switching it off. One budget per client for
+ * every /api route (child() shares the counters).
+ */
 
 export interface RateLimitStoreDeps {
   redis: RedisClient
-  /** Prefix of the counters' keys, e.g. `<KEY_PREFIX>ratelimit:api:`. */
+  /** Prefix of the counters' keys, e.g. `<KEY_PREFIX>ratelimit:api:` (redisKeys().apiLimitNamespace). */
   nameSpace: string
   /**
    * Whether to ask Redis at all; default: its connection is ready. A circuit
@@ -17,105 +24,73 @@ export interface RateLimitStoreDeps {
    */
   usable?: () => boolean
   log: FastifyBaseLogger
+  /** Most clients counted in memory at once (the oldest are forgotten first). Default 5000. */
+  memoryMax?: number
 }
 
-/** Which store answers, shared by a store and its per-route children; logs each switch once, not per request. */
-interface Source {
-  redisUsable: () => boolean
-  redisAnswered: () => void
-  redisFailed: (err: Error) => void
+type Result = { current: number, ttl: number }
+type Callback = (error: Error | null, result?: Result) => void
+type CountingRedis = RedisClient & { pdCountRequest (key: string, windowMs: number): Promise<[number, number]> }
+
+/** Fixed windows per key in memory, bounded: a Map keeps insertion order, so the oldest goes first. */
+class MemoryWindows {
+  private readonly windows = new Map<string, { count: number, startedAt: number }>()
+  constructor (private readonly max: number) {}
+
+  incr (key: string, windowMs: number, now: number): Result {
+    let w = this.windows.get(key)
+    if (w === undefined || w.startedAt + windowMs <= now) {
+      this.windows.delete(key)
+      w = { count: 0, startedAt: now }
+      if (this.windows.size >= this.max) this.windows.delete(this.windows.keys().next().value as string)
+      this.windows.set(key, w)
+    }
+    w.count++
+    return { current: w.count, ttl: w.startedAt + windowMs - now }
+  }
 }
 
-function createSource (usable: () => boolean, log: FastifyBaseLogger): Source {
+export function createRateLimitStore (deps: RateLimitStoreDeps): FastifyRateLimitStoreCtor {
+  const redis = deps.redis as CountingRedis
+  redis.defineCommand('pdCountRequest', { numberOfKeys: 1, lua: COUNT_REQUEST })
+  const usable = deps.usable ?? (() => redis.status === 'ready')
+  const memory = new MemoryWindows(deps.memoryMax ?? 5000)
+  // Which store answers; each switch is logged once, not per request.
   let local = false
-  const toLocal = (err?: Error) => {
+  const toLocal = (err?: Error): void => {
     if (local) return
     local = true
-    log.warn({ ...(err !== undefined && { err }) }, 'rate limit: Redis unusable, counting in memory on this instance until it is back')
+    deps.log.warn({ ...(err !== undefined && { err }) }, 'rate limit: Redis unusable, counting in memory on this instance until it is back')
   }
-  return {
-    redisUsable: () => {
-      if (usable()) return true
-      toLocal()
-      return false
-    },
-    redisAnswered: () => {
-      if (!local) return
-      local = false
-      log.info('rate limit: counting in Redis again')
-    },
-    redisFailed: toLocal
+  const toRedis = (): void => {
+    if (!local) return
+    local = false
+    deps.log.info('rate limit: counting in Redis again')
   }
-}
 
-/**
- * Counts in Redis (shared by every instance) while Redis is usable, and in
- * this process's memory otherwise, with the same window and maximum: an
- * outage makes the limit per instance instead of switching it off.
- */
-class FallbackStore implements Store {
-  constructor (private readonly remote: Store, private readonly local: Store, private readonly source: Source) {}
-
-  incr (key: string, cb: LocalStore.Callback, timeWindow: number, max: number): void {
-    // Every request is counted in memory too, not only once Redis fails: when
-    // it does, a client's count goes on from what it spent at this instance
-    // instead of restarting at zero with a whole new budget.
-    this.local.incr(key, (localErr, localResult) => {
-      if (!this.source.redisUsable()) {
-        cb(localErr, localResult)
+  class RedisWithMemoryFallback implements FastifyRateLimitStore {
+    incr (key: string, cb: Callback, timeWindow: number): void {
+      // Every request is counted in memory too, not only once Redis fails:
+      // when it does, a client's count goes on from what it spent at this
+      // instance instead of restarting at zero with a whole new budget.
+      const counted = memory.incr(key, timeWindow, Date.now())
+      if (!usable()) {
+        toLocal()
+        cb(null, counted)
         return
       }
-      this.remote.incr(key, (err, result) => {
-        if (err === null) {
-          this.source.redisAnswered()
-          cb(null, result)
-          return
-        }
-        this.source.redisFailed(err)
-        cb(localErr, localResult)
-      }, timeWindow, max)
-    }, timeWindow, max)
-  }
-
-  read (key: string, cb: LocalStore.Callback, timeWindow: number, max: number): void {
-    if (!this.source.redisUsable()) {
-      this.local.read(key, cb, timeWindow, max)
-      return
+      redis.pdCountRequest(deps.nameSpace + key, timeWindow).then(([current, ttl]) => {
+        toRedis()
+        cb(null, { current, ttl })
+      }, (err: Error) => {
+        toLocal(err)
+        cb(null, counted)
+      })
     }
-    this.remote.read(key, (err, result) => {
-      if (err === null) {
-        cb(null, result)
-        return
-      }
-      this.source.redisFailed(err)
-      this.local.read(key, cb, timeWindow, max)
-    }, timeWindow, max)
-  }
 
-  child (options: LocalStore.ChildOptions): FallbackStore {
-    return new FallbackStore(this.remote.child(options), this.local.child(options), this.source)
-  }
-}
-
-/** What @fastify/rate-limit passes a store's constructor (its merged options); only these two matter to a store. */
-interface StoreParams { continueExceeding?: boolean, exponentialBackoff?: boolean }
-
-/**
- * A store class for @fastify/rate-limit's `store` option (the plugin
- * constructs it itself, so the dependencies are closed over here).
- */
-export function createRateLimitStore (deps: RateLimitStoreDeps): FastifyRateLimitStoreCtor {
-  const { redis, nameSpace } = deps
-  const source = createSource(deps.usable ?? (() => redis.status === 'ready'), deps.log)
-  class RedisWithLocalFallback extends FallbackStore {
-    constructor (params: StoreParams) {
-      const continueExceeding = params.continueExceeding === true
-      const exponentialBackoff = params.exponentialBackoff === true
-      super(new RedisStore(continueExceeding, exponentialBackoff, redis, nameSpace), new LocalStore(continueExceeding, exponentialBackoff), source)
+    child (): FastifyRateLimitStore {
+      return this
     }
   }
-  // The plugin's typings give child() a route's options; it really passes the
-  // merged rate-limit params with the route under `routeInfo` (see
-  // @fastify/rate-limit index.js, mergeParams), which is what the stores use.
-  return RedisWithLocalFallback as unknown as FastifyRateLimitStoreCtor
+  return RedisWithMemoryFallback
 }

@@ -1,5 +1,3 @@
-import type { ServerResponse } from 'node:http'
-import type { Socket } from 'node:net'
 import websocket from '@fastify/websocket'
 import type { WebSocket } from 'ws'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
@@ -8,6 +6,7 @@ import createError from '@fastify/error'
 import { allowedOrigins } from '../config'
 import { ShuttingDownError } from '../plugins/lifecycle'
 import type { ConnectionHandle } from '../signaling/hub'
+import { releaseUpgradeResponse, replaceErrorListener } from './ws-socket'
 
 /** Where a socket keeps the hub's handle for its connection. */
 const kHandle = Symbol('privydrop.connection')
@@ -79,20 +78,9 @@ const wsRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     socket.on('message', onMessage)
     socket.on('pong', onPong)
     socket.on('close', onClose)
-    // @fastify/websocket's own error listener closes over the upgrade request
-    // and reply, keeping them alive as long as the socket (KiBs per idle
-    // connection). The hub handles socket errors itself, so replace it.
-    socket.removeAllListeners('error')
-    socket.on('error', onError)
-    // @fastify/websocket routes the upgrade through Fastify with a
-    // ServerResponse assigned to the raw socket (socket._httpMessage), and it
-    // stays there: it holds the upgrade request, Fastify's request and reply,
-    // their logger and the reply's finish listener for as long as the
-    // connection lives (~2.9 KiB of heap in all). The reply is hijacked and ws owns the
-    // socket now, so let them go. Its 'finish' never comes either way (nothing
-    // is written to it), so no onResponse hook is skipped.
-    const raw = request.raw.socket as Socket & { _httpMessage?: ServerResponse | null }
-    raw._httpMessage?.detachSocket(raw)
+    // Memory that would live as long as the connection (ws-socket.ts says why).
+    replaceErrorListener(socket, onError)
+    releaseUpgradeResponse(request.raw.socket)
   })
 }
 

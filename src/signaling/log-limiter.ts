@@ -29,10 +29,4 @@ export class LogLimiter {
   }
 }
 
-/** An expected failure (the store or another instance unreachable) for a log line: what and why, no stack. */
-export function brief (err: unknown): Record<string, unknown> {
-  if (!(err instanceof Error)) return { message: String(err) }
-  const { code } = err as { code?: unknown }
-  const cause = err.cause instanceof Error ? err.cause.message : undefined
-  return { type: err.name, ...(code !== undefined && { code }), message: err.message, ...(cause !== undefined && { cause }) }
-}
+export { brief } from '../brief'

@@ -1,6 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify'
 import rateLimit from '@fastify/rate-limit'
 import { createRateLimitStore } from '../../redis/rate-limit-store'
+import { redisKeys } from '../../redis/keys'
 import roomRoutes from './rooms'
 import trackingRoutes from './tracking'
 import logsRoutes from './logs'
@@ -30,7 +31,7 @@ const apiRoutes: FastifyPluginAsync<ApiRoutesOptions> = async (fastify, opts) =>
     ...(redis !== null && {
       store: createRateLimitStore({
         redis,
-        nameSpace: `${config.KEY_PREFIX}ratelimit:api:`,
+        nameSpace: redisKeys(config.KEY_PREFIX).apiLimitNamespace,
         usable: opts.redisUsable ?? (redisLink === null ? undefined : () => redisLink.healthy),
         log: fastify.log.child({ limiter: 'api' })
       })
