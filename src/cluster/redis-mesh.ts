@@ -13,7 +13,7 @@ import { decodeBus, encodeBus } from './codec'
 import { createLiveness, type MeshSettings } from './liveness'
 import { FleetMarker } from './fleet-marker'
 import { StoreUnavailableError } from '../store/types'
-import { brief } from '../signaling/log-limiter'
+import { brief } from '../brief'
 
 /*
  * The mesh over one Redis: each instance subscribes to its own channel
