@@ -126,6 +126,8 @@ export class ChurnPeer {
   private streamTimer: NodeJS.Timeout | null = null
   private current: ConnRecord | null = null
   private pingTimer: NodeJS.Timeout | null = null
+  /** Connections given up on after a ping timeout (closed, not yet gone). */
+  private readonly abandoned = new WeakSet<WebSocket>()
   private pongDeadline: NodeJS.Timeout | null = null
 
   constructor (readonly name: string, private readonly opts: PeerOptions = {}) {}
@@ -173,7 +175,7 @@ export class ChurnPeer {
             if (this.ws === ws) {
               this.current = record
               this.welcomed = true
-              this.startPinging(ws)
+              this.startPinging(ws, endpoint.name)
             }
             this.onWelcome?.(resume && peerId === this.peerId)
             resolve(true)
@@ -191,7 +193,8 @@ export class ChurnPeer {
         }
         this.closeCodes.set(code, (this.closeCodes.get(code) ?? 0) + 1)
         if (record !== null) {
-          record.closedAt = now
+          // An abandoned connection ended for this peer when it gave up on it.
+          record.closedAt ??= now
           record.code = code
         } else {
           this.connectFailures++
@@ -199,13 +202,15 @@ export class ChurnPeer {
           this.connectFailureReasons.set(reason, (this.connectFailureReasons.get(reason) ?? 0) + 1)
         }
         resolve(false)
+        // Given up on already (a ping timeout): its reconnect is under way.
+        if (this.abandoned.has(ws)) return
         if (this.stopped || this.opts.live === undefined || NO_RECONNECT.has(code)) return
         this.scheduleReconnect(endpoint.name)
       })
     })
   }
 
-  private startPinging (ws: WebSocket): void {
+  private startPinging (ws: WebSocket, endpoint: string): void {
     const ping = this.opts.ping
     if (ping === undefined) return
     this.stopPinging()
@@ -215,9 +220,20 @@ export class ChurnPeer {
       this.pongDeadline = setTimeout(() => {
         this.pongDeadline = null
         if (this.ws !== ws) return
-        // The link is dead though the socket has not noticed: drop it (its close reconnects elsewhere).
+        // The link is dead though the socket has not noticed: give it up and
+        // resume elsewhere at once. Closed, not reset: a reset (ws.terminate(),
+        // with frames from the server still unread here) makes the server's
+        // kernel throw away what this peer wrote and the server had not read
+        // yet (it was frozen), and no server can refuse what it never read.
         this.pingTimeouts++
-        ws.terminate()
+        this.abandoned.add(ws)
+        this.ws = null
+        this.welcomed = false
+        if (this.current !== null) this.current.closedAt = Date.now()
+        this.current = null
+        this.stopPinging()
+        ws.close(4002, 'ping timeout')
+        if (!this.stopped && this.opts.live !== undefined) this.scheduleReconnect(endpoint)
       }, ping.timeoutMs)
     }, ping.everyMs)
   }
