@@ -50,6 +50,6 @@ t.test('an instance frozen past INSTANCE_DEAD_AFTER_MS wakes up without deliveri
   movedAway(t, onFrozen, frozen.name, frozenAt, DETECTION_MS)
   t.same(peers.filter(p => p.conns.some(c => c.server === frozen.name && c.openedAt > wokeAt)).map(p => p.name), [], 'nobody went back to the woken instance')
   t.match(frozen.server.output(), /event loop stalled/, 'the woken instance noticed its stall')
-  t.match(frozen.server.output(), /"sessions":11,"lost":11,"msg":"session ownership checked"/, 'and let go of the 11 sessions claimed elsewhere before acting on what it read')
+  t.match(frozen.server.output(), /"sessions":11,"lost":11,"rewritten":0,"msg":"session ownership checked"/, 'and let go of the 11 sessions claimed elsewhere before acting on what it read')
   for (const p of peers) p.dispose()
 })

@@ -51,6 +51,9 @@ export function createLiveness (opts: LivenessOptions) {
   let stopped = false
   /** Whether the last heartbeat saw another live instance. */
   let othersSeen = false
+  /** When this instance's record was last written, and the longest silence since the last ownership check. */
+  let lastBeatAt = Date.now()
+  let longestSilence = 0
   redis.on('ready', () => { healthySince ??= Date.now() })
   redis.on('close', () => { healthySince = null })
 
@@ -63,6 +66,8 @@ export function createLiveness (opts: LivenessOptions) {
       .zrangebyscore(keys.instancesKey, now - opts.deadAfterMs, '+inf').exec()
     const alive = reply?.[2]?.[1]
     othersSeen = Array.isArray(alive) && alive.some(node => node !== opts.node)
+    longestSilence = Math.max(longestSilence, now - lastBeatAt)
+    lastBeatAt = now
     await redis.expire(keys.ownedKey(opts.node), ttlS)
     await checkMarker(ttlS)
     // Only judge others once our own view has been continuous for a full
@@ -128,6 +133,18 @@ export function createLiveness (opts: LivenessOptions) {
 
     get othersSeen (): boolean {
       return othersSeen
+    },
+
+    /**
+     * Whether this instance went silent for INSTANCE_DEAD_AFTER_MS or more
+     * since the last call (frozen, cut off): only then may a survivor have
+     * reaped it, and only then may a session record it misses have been
+     * ended by someone else rather than lost by Redis.
+     */
+    takeSilence (): boolean {
+      const silence = Math.max(longestSilence, Date.now() - lastBeatAt)
+      longestSilence = 0
+      return silence >= opts.deadAfterMs
     },
 
     /** A heartbeat now (after the link came back: it notices a Redis that lost its data at once). */

@@ -289,7 +289,7 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
       // Each in its own slot on a cluster: one command each (ioredis pipelines them per node).
       const [current, ...owners] = await Promise.all([redis.get(keys.fleetKey), ...peerIds.map(peerId => redis.hget(keys.sessionKey(peerId), 'instance'))])
       if (!marker.check(current) || marker.restoring) return null
-      return new Map(peerIds.map((peerId, i) => [peerId, owners[i] ?? null]))
+      return { owners: new Map(peerIds.map((peerId, i) => [peerId, owners[i] ?? null])), reapable: liveness.takeSilence() }
     }),
 
     restore: (entries) => guard(async () => {

@@ -232,7 +232,9 @@ function unavailable (cause: unknown, sent: boolean): InstanceType<typeof StoreU
  * connection closing with commands in flight) may have run.
  */
 function wasSent (err: unknown): boolean {
-  return !(err instanceof Error && err.message.startsWith('Stream isn\'t writeable'))
+  if (!(err instanceof Error)) return true
+  // A script that found its deadline passed did nothing (FRESH in keys.ts): certainly not applied.
+  return !(err.message.startsWith('Stream isn\'t writeable') || err.message.startsWith(EXPIRED))
 }
 
 /** A failure of the link itself (timeout, closed socket, expired deadline), not a reply like WRONGTYPE. */

@@ -381,20 +381,31 @@ export function createSignalingHub (opts: HubOptions) {
   async function verifyOwnership (): Promise<boolean> {
     const sessions = registry.all().filter(s => s.recorded && !s.ended)
     if (sessions.length === 0) return true
-    const owners = await mesh.ownersOf(sessions.map(s => s.peerId))
-    if (owners === null) {
+    const found = await mesh.ownersOf(sessions.map(s => s.peerId))
+    if (found === null) {
       opts.log.warn({ sessions: sessions.length }, 'the registry lost its data: no session is taken as claimed or ended elsewhere')
       return true
     }
     let lost = 0
+    const missing: Session[] = []
     for (const session of sessions) {
       if (registry.get(session.peerId) !== session || session.ended) continue
-      const owner = owners.get(session.peerId) ?? null
+      const owner = found.owners.get(session.peerId) ?? null
       if (owner === self) continue
+      // Never silent long enough to be reaped: nobody ended it, Redis lost it
+      // (a failover to a replica that had not caught up). It is rewritten.
+      if (owner === null && !found.reapable) {
+        missing.push(session)
+        continue
+      }
       lost++
       lose(session, owner)
     }
-    opts.log.info({ sessions: sessions.length, lost }, 'session ownership checked')
+    if (missing.length > 0) {
+      opts.log.warn({ sessions: missing.length }, 'session records missing though this instance was never silent long enough to be reaped: rewriting them')
+      await mesh.restore(missing.map(s => ({ peerId: s.peerId, secret: s.secretHash.toString('hex'), roomId: s.roomId, epoch: s.epoch })))
+    }
+    opts.log.info({ sessions: sessions.length, lost, rewritten: missing.length }, 'session ownership checked')
     return true
   }
 

@@ -81,11 +81,13 @@ export interface Mesh {
    */
   park (peerId: string, owner: string, handover: Handover): Promise<string | null>
   /**
-   * Who owns each of these sessions now (null: no record). Resolves null
+   * Who owns each of these sessions now (null: no record), and whether this
+   * instance was silent long enough since the last check to have been reaped
+   * (only then can a missing record mean "ended elsewhere"). Resolves null
    * when the registry itself lost its data (a Redis restarted empty), when a
    * missing record proves nothing; rejects when the registry is unreachable.
    */
-  ownersOf (peerIds: string[]): Promise<Map<string, string | null> | null>
+  ownersOf (peerIds: string[]): Promise<{ owners: Map<string, string | null>, reapable: boolean } | null>
   /**
    * Rewrites this instance's record and these sessions with their room
    * memberships (a session another instance owns by now is left alone);
@@ -121,7 +123,7 @@ export function createLocalMesh (store: Store, node: string): Mesh {
       return { peerId, roomId: roomId ?? '', remaining: [] }
     },
     async ownerOf () { return null },
-    async ownersOf (peerIds) { return new Map(peerIds.map(peerId => [peerId, node])) },
+    async ownersOf (peerIds) { return { owners: new Map(peerIds.map(peerId => [peerId, node])), reapable: false } },
     async park () { return null },
     async restore () {},
     async othersAlive () { return false },

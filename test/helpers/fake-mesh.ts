@@ -658,7 +658,8 @@ export class FakeCluster {
       }),
       endSession: (peerId, _roomId, owner = name) => this.run(name, 'endSession', () => this.endEntry(peerId, owner)),
       ownerOf: (peerId) => this.run(name, 'ownerOf', () => this.sessions.get(peerId)?.node ?? null),
-      ownersOf: (peerIds) => this.run(name, 'ownersOf', () => new Map(peerIds.map(peerId => [peerId, this.sessions.get(peerId)?.node ?? null]))),
+      // Reapable: the fake's reap() is what a survivor does after this node's silence.
+      ownersOf: (peerIds) => this.run(name, 'ownersOf', () => ({ owners: new Map(peerIds.map(peerId => [peerId, this.sessions.get(peerId)?.node ?? null])), reapable: true })),
       park: (peerId, owner, handover) => this.run(name, 'park', () => {
         const entry = this.sessions.get(peerId)
         if (entry === undefined) return null
