@@ -69,7 +69,7 @@ export const ConfigSchema = Type.Object({
   WS_RATE_PER_S: Type.Number({ exclusiveMinimum: 0, default: 50, description: 'Per-connection message rate (token bucket refill per second)' }),
   WS_RATE_BURST: Type.Integer({ minimum: 1, default: 200, description: 'Per-connection burst (token bucket size)' }),
   WS_ABUSE_MAX_DROPS: Type.Integer({ minimum: 1, default: 100, description: 'Rate-limited messages within 10 s after which the connection is closed with 1008' }),
-  MAX_CONNECTIONS_PER_IP: Type.Integer({ minimum: 1, default: 64, description: 'WebSocket connections per client IP, sessions held for resume included; more are refused with 429 before the upgrade' }),
+  MAX_CONNECTIONS_PER_IP: Type.Integer({ minimum: 1, default: 64, description: 'WebSocket connections per client IP, sessions held for resume included; more are refused with 429 before the upgrade. In Redis mode counted across the fleet (each live instance\'s share in Redis; per instance while Redis is unreachable)' }),
   WS_MAX_QUEUED_MESSAGES: Type.Integer({ minimum: 1, default: 32, description: 'Messages of one connection waiting behind a join or leave in progress; further ones are answered rate_limited' }),
   WS_MAX_BUFFERED_BYTES: Type.Integer({ minimum: 1024, default: 1048576, description: 'Outgoing bytes the socket may buffer for one client; beyond it messages wait in its resume buffer (RESUME_BUFFER_MAX/RESUME_BUFFER_BYTES) and go out as it drains, further ones are refused with peer_not_found' }),
   HEARTBEAT_MS: Type.Integer({ minimum: 100, default: 25000, description: 'WS ping interval per connection (pings go out in up to 100 slices per interval, never all at once); two missed pongs terminate the connection' }),

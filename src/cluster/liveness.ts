@@ -49,8 +49,9 @@ export function createLiveness (opts: LivenessOptions) {
   /** Since when our own Redis link has been up: reaping waits a full window after an outage. */
   let healthySince: number | null = redis.status === 'ready' ? Date.now() : null
   let stopped = false
-  /** Whether the last heartbeat saw another live instance. */
+  /** Whether the last heartbeat saw another live instance, and which instances it saw alive. */
   let othersSeen = false
+  let liveNodes: string[] = [opts.node]
   /** When this instance's record was last written, and the longest silence since the last ownership check. */
   let lastBeatAt = Date.now()
   let longestSilence = 0
@@ -66,6 +67,7 @@ export function createLiveness (opts: LivenessOptions) {
       .zrangebyscore(keys.instancesKey, now - opts.deadAfterMs, '+inf').exec()
     const alive = reply?.[2]?.[1]
     othersSeen = Array.isArray(alive) && alive.some(node => node !== opts.node)
+    liveNodes = Array.isArray(alive) ? alive.map(String) : [opts.node]
     longestSilence = Math.max(longestSilence, now - lastBeatAt)
     lastBeatAt = now
     await redis.expire(keys.ownedKey(opts.node), ttlS)
@@ -133,6 +135,10 @@ export function createLiveness (opts: LivenessOptions) {
 
     get othersSeen (): boolean {
       return othersSeen
+    },
+
+    get liveNodes (): readonly string[] {
+      return liveNodes
     },
 
     /**

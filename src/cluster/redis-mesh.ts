@@ -247,6 +247,10 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
       return liveness.othersSeen
     },
 
+    get liveNodes (): readonly string[] {
+      return liveness.liveNodes
+    },
+
     get reachable (): boolean {
       return subscribed
     },

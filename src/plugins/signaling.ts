@@ -6,6 +6,7 @@ import { createLocalMesh, type Mesh } from '../signaling/mesh'
 import { createRedisMesh } from '../cluster/redis-mesh'
 import { connectWithin, createRedisClient, type RedisClient } from '../redis/client'
 import { createIceServers } from '../services/ice'
+import { createConnectionCap, type ConnectionCap } from '../redis/connection-cap'
 import type { ErrorCode } from '../../schemas/ws'
 import { FastHistogram, batchedCounter } from '../services/hot-metrics'
 import { CLOSE_REASONS, type CloseReason } from '../signaling/connection'
@@ -13,6 +14,8 @@ import { CLOSE_REASONS, type CloseReason } from '../signaling/connection'
 declare module 'fastify' {
   interface FastifyInstance {
     signaling: ReturnType<typeof createSignalingHub>
+    /** MAX_CONNECTIONS_PER_IP across the fleet (Redis mode; null alone, where the per-instance count is the fleet's). */
+    connectionCap: ConnectionCap | null
   }
 }
 
@@ -100,6 +103,7 @@ export default fp(async (fastify) => {
     metrics,
     iceServers: createIceServers(config),
     linkHealthy: () => fastify.redisLink?.healthy ?? true,
+    countChanged: (ip) => cap?.changed(ip),
     limits: {
       maxPeers: config.ROOM_MAX_PEERS,
       joinRateLimit: !config.DISABLE_JOIN_RATE_LIMIT,
@@ -121,6 +125,23 @@ export default fp(async (fastify) => {
     }
   })
   fastify.decorate('signaling', hub)
+  const cap: ConnectionCap | null = fastify.redis === null || fastify.redisLink === null
+    ? null
+    : createConnectionCap({
+      redis: fastify.redis,
+      link: fastify.redisLink,
+      keyPrefix: config.KEY_PREFIX,
+      node,
+      max: config.MAX_CONNECTIONS_PER_IP,
+      // Rewritten on every change; a share outlives a crash until the key's last writer is long gone.
+      ttlS: Math.max(60, Math.ceil(config.RESUME_GRACE_MS / 1000) + Math.ceil(config.INSTANCE_DEAD_AFTER_MS / 1000) * 4),
+      liveNodes: () => hub.liveNodes(),
+      localCount: (ip, token) => hub.connectionsFrom(ip, token),
+      heldElsewhere: (token) => hub.heldElsewhere(token),
+      log: fastify.log.child({ component: 'connection-cap' })
+    })
+  fastify.decorate('connectionCap', cap)
+  const stopCap = cap?.start()
   const stopWatchdog = hub.startWatchdog()
   const unwatchLink = fastify.redisLink?.onChange(healthy => hub.linkChanged(healthy))
   if (fastify.redisLink !== null && !fastify.redisLink.healthy) hub.linkChanged(false)
@@ -166,6 +187,7 @@ export default fp(async (fastify) => {
   fastify.addHook('preClose', async () => {
     stopHeartbeat()
     stopWatchdog()
+    stopCap?.()
     unwatchLink?.()
     clearInterval(touch)
     const closeWaitMs = Math.min(2000, Math.floor(config.SHUTDOWN_TIMEOUT_MS / 4))

@@ -22,6 +22,9 @@ import type { Member } from '../store/types'
  *                            a FLUSHALL), so a missing record then proves nothing
  *   ratelimit:join:<ip>      sorted set of attempt times  one window
  *   ratelimit:api:<ip>       counter of REST requests     one window (API_RATE_LIMIT_WINDOW_S)
+ *   conns:<ip>               hash instance id → that instance's connections and held sessions
+ *                            from the IP (MAX_CONNECTIONS_PER_IP across the fleet); only live
+ *                            instances' shares count, so a dead one's share lapses with it
  *   referrers:daily:<day>    hash ref → count             30 days; at most TRACK_MAX_REFS_PER_DAY
  *                            refs, later ones counted under `other`
  * Check-and-write steps run as Lua scripts so concurrent instances cannot race.
@@ -229,6 +232,26 @@ redis.call('EXPIRE', KEYS[2], ARGV[3])
 redis.call('EXPIRE', KEYS[3], ARGV[3])
 return 1`)
 
+// Admits one more connection from a client IP if the live instances' shares
+// (its own excluded, then counted as `mine`) leave room under the cap, and
+// records `mine` as this instance's share. A resume of a session held on
+// another instance discounts that instance's share by one (it is moving here).
+// KEYS: conns:<ip>. ARGV: self, cap, mine (with the new one), ttl, discounted instance ('' none), live instances..., deadline.
+// Returns -1 when admitted, else the other instances' count.
+export const ADMIT_CONNECTION = fresh(`
+local others = 0
+for i = 6, #ARGV - 1 do
+  if ARGV[i] ~= ARGV[1] then
+    local n = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0')
+    if ARGV[i] == ARGV[5] and n > 0 then n = n - 1 end
+    others = others + n
+  end
+end
+if others + tonumber(ARGV[3]) > tonumber(ARGV[2]) then return others end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return -1`)
+
 // A fixed-window request counter (the REST limiter): the count, and the
 // window's remaining milliseconds. Not deadline-checked: a late increment
 // only counts a request that did happen. KEYS: counter. ARGV: window ms.
@@ -283,6 +306,8 @@ export function redisKeys (prefix: string, cluster = false) {
     fleetKey: `${prefix}fleet`,
     reapKey: (instance: string) => `${prefix}reap:${instance}`,
     joinLimitKey: (ip: string) => `${prefix}ratelimit:join:${ip}`,
+    /** Per client IP: each instance's count of its connections and held sessions (the fleet-wide cap). */
+    connectionsKey: (ip: string) => `${prefix}conns:${ip}`,
     /** The REST limiter's counters: the namespace its store prefixes client keys with. */
     apiLimitNamespace: `${prefix}ratelimit:api:`,
     referrersKey: (day: string) => `${prefix}referrers:daily:${day}`

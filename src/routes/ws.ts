@@ -67,8 +67,14 @@ const wsRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       }
       // Held sessions count too: dropping connections must not farm them.
       const resume = typeof request.query.resume === 'string' ? request.query.resume : undefined
-      if (signaling.connectionsFrom(request.ip, resume) >= config.MAX_CONNECTIONS_PER_IP) done(new TooManyConnectionsError())
-      else done()
+      if (signaling.connectionsFrom(request.ip, resume) >= config.MAX_CONNECTIONS_PER_IP) {
+        done(new TooManyConnectionsError())
+        return
+      }
+      // Across the fleet (Redis mode): one round trip, the per-instance cap above when Redis cannot answer.
+      const cap = fastify.connectionCap
+      if (cap === null) done()
+      else cap.admit(request.ip, resume).then(admitted => done(admitted ? undefined : new TooManyConnectionsError()), () => done())
     }
   }, (socket, request) => {
     // Synchronous from here on: the welcome goes out and the listeners are

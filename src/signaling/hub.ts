@@ -42,6 +42,8 @@ export interface HubOptions {
   clock?: Clock
   /** Whether the registry (Redis) answers now: while it does not, held sessions do not expire. Default: always. */
   linkHealthy?: () => boolean
+  /** The count of an IP's connections and held sessions here may have changed (the fleet-wide cap's share). */
+  countChanged?: (ip: string) => void
 }
 
 export type LeaveWithTokenResult = 'left' | 'not_in_room' | 'forbidden'
@@ -320,6 +322,7 @@ export function createSignalingHub (opts: HubOptions) {
   }
 
   function finish (session: Session): void {
+    opts.countChanged?.(session.ip)
     session.graceTimer = null
     registry.remove(session)
     delivery.discard(session)
@@ -520,6 +523,7 @@ export function createSignalingHub (opts: HubOptions) {
   function onClosed (conn: Connection, code: number): void {
     connections.remove(conn)
     conn.closedCode = code
+    opts.countChanged?.(conn.ip)
     metrics.closed(conn.closeReason)
     const session = conn.session
     if (session === null) return // still resolving a resume: attach() sees closedCode
@@ -706,6 +710,19 @@ export function createSignalingHub (opts: HubOptions) {
 
     /** The registry lost its data: rewrite what this instance serves. */
     registryLost: restoreRegistry,
+
+    /** The live instance that holds the session a resume token names, when it is not this one. */
+    async heldElsewhere (token: string): Promise<string | null> {
+      const parts = splitToken(token)
+      if (parts === null || registry.has(parts.peerId)) return null
+      const record = await mesh.readSession(parts.peerId).catch(() => null)
+      return record !== null && record.node !== self ? record.node : null
+    },
+
+    /** The instances seen alive at the last heartbeat (this one included). */
+    liveNodes (): readonly string[] {
+      return mesh.liveNodes
+    },
 
     /** False while this instance cannot hear the other instances. */
     reachable (): boolean {

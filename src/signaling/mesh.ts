@@ -98,6 +98,8 @@ export interface Mesh {
   othersAlive (): Promise<boolean>
   /** Whether other live instances were seen when the registry last answered (no round trip). */
   readonly othersSeen: boolean
+  /** The instances (this one included) seen alive when the registry last answered. */
+  readonly liveNodes: readonly string[]
   /** Stops receiving: once this resolves, no further message arrives. */
   stop (): Promise<void>
   /** Leaves the mesh. With sessions left, a survivor ends those after the grace unless they resume. */
@@ -128,6 +130,7 @@ export function createLocalMesh (store: Store, node: string): Mesh {
     async restore () {},
     async othersAlive () { return false },
     othersSeen: false,
+    liveNodes: [node],
     async stop () {},
     async leave () {}
   }

@@ -675,6 +675,9 @@ export class FakeCluster {
         return false
       }),
       restore: async () => { /* the fake registry never loses its data */ },
+      get liveNodes () {
+        return [...cluster.nodes.values()].filter(other => !other.dead && !other.left).map(other => other.name)
+      },
       get othersSeen () {
         for (const other of cluster.nodes.values()) if (other.name !== name && !other.dead && !other.left) return true
         return false
