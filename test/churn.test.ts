@@ -80,6 +80,8 @@ function serverEnv (redis: TestRedis, instanceId: string, timings: Timings): Rec
     // 50 messages/s per client is the default limit itself; with pings on top it would refuse some (rate_limited).
     WS_RATE_PER_S: '2000',
     WS_RATE_BURST: '2000',
+    // 48 clients stand for 48 users; here they all come from 127.0.0.1.
+    MAX_CONNECTIONS_PER_IP: '1000',
     ...timings.env,
     LOG_LEVEL: 'warn'
   }

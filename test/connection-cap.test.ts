@@ -60,6 +60,12 @@ t.test('the per-IP cap counts across instances, frees room on close and on a dea
   const resumed = await upgrade(`${n3.ws}?resume=${encodeURIComponent(held.token)}`)
   t.equal(resumed.status, 101, 'its resume on n3 is admitted: the held session moves, it does not count twice')
   t.teardown(() => resumed.ws?.terminate())
+  const shareOf = async (prefix: string): Promise<number> => {
+    const shares = await redis.client.hgetall(`${redis.prefix}conns:127.0.0.1`)
+    return Number(Object.entries(shares).find(([node]) => node.startsWith(`${prefix}.`))?.[1] ?? 0)
+  }
+  t.ok(await until(async () => await shareOf('n1') === 1, 5000), 'n1 gives back the share of the session that moved (2 → 1)')
+  t.equal(await shareOf('n3'), 1, 'and n3 holds it now')
 
   // Closing frees room.
   const leaving = open[1] as TestClient

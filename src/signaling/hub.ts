@@ -286,6 +286,8 @@ export function createSignalingHub (opts: HubOptions) {
     clearTimers(session)
     registry.remove(session)
     registry.unbind(session)
+    // A held session that moved away no longer counts toward its IP's share here.
+    opts.countChanged?.(session.ip)
   }
 
   function clearTimers (session: Session): void {
