@@ -1,11 +1,9 @@
 import t from 'tap'
-import { once } from 'node:events'
 import { readFileSync } from 'node:fs'
-import type { AddressInfo } from 'node:net'
-import WebSocket, { WebSocketServer } from 'ws'
+import WebSocket from 'ws'
 import { createRestClient, RestError, SignalingClient, SignalingError, type SignalingErrorEvent, type WebSocketConstructor, type SignalingClientOptions } from '../src/client'
 import { serveApp, sleep, until } from './helper'
-import { connect } from './helpers/ws'
+import { connect, standInServer, standInWelcome } from './helpers/ws'
 import type { EnvSource } from '../src/config'
 
 type Teardown = { teardown: (fn: () => unknown) => void }
@@ -286,25 +284,17 @@ t.test('onRefused callbacks are bounded: the oldest beyond maxRefusalCallbacks, 
 t.test('a 1012 close (an instance leaving: Redis unreachable) resumes at once with the same identity', async (t) => {
   // A stand-in server: welcomes, then leaves with 1012 after the welcome (live
   // sessions) or before it (an instance refusing new ones).
-  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 })
-  await once(wss, 'listening')
-  t.teardown(() => new Promise(resolve => {
-    for (const sock of wss.clients) sock.terminate()
-    wss.close(resolve)
-  }))
-  const urls: string[] = []
   const plan: Array<'welcome' | 'welcome-then-1012' | '1012'> = ['welcome-then-1012', '1012', 'welcome-then-1012', 'welcome']
-  wss.on('connection', (sock, req) => {
-    urls.push(req.url ?? '')
-    const step = plan[urls.length - 1] ?? 'welcome'
+  const { port, urls } = await standInServer(t, (sock, _url, attempt) => {
+    const step = plan[attempt - 1] ?? 'welcome'
     if (step === '1012') {
       sock.close(1012, 'instance leaving: redis unreachable')
       return
     }
-    sock.send(JSON.stringify({ type: 'welcome', data: { peerId: 'peer-1', protocol: 1, heartbeatMs: 25_000, resumeToken: `token-${urls.length}`, iceServers: [] } }))
+    standInWelcome(sock, attempt)
     if (step === 'welcome-then-1012') setTimeout(() => sock.close(1012, 'instance leaving: redis unreachable'), 20)
   })
-  const url = `ws://127.0.0.1:${(wss.address() as AddressInfo).port}/ws`
+  const url = `ws://127.0.0.1:${port}/ws`
   const initialDelayMs = 100
   const c = new SignalingClient({ url, WebSocket: WebSocket as unknown as WebSocketConstructor, reconnect: { initialDelayMs, maxDelayMs: 30_000, factor: 10, jitter: 0.5 } })
   t.teardown(() => c.close())

@@ -1,13 +1,12 @@
 import t from 'tap'
 import { readFileSync } from 'node:fs'
-import { once } from 'node:events'
-import type { AddressInfo } from 'node:net'
-import WebSocket, { WebSocketServer } from 'ws'
+import WebSocket from 'ws'
 import ioDefault, { io, toWebSocketUrl, type SignalingErrorDetails, type Socket, type SocketOptions } from '../src/client/socket-io'
 import type { WebSocketConstructor } from '../src/client'
 import { createRestClient } from '../src/client'
 import { serveApp } from './helper'
 import { freePort } from './helpers/redis'
+import { standInServer, standInWelcome } from './helpers/ws'
 import type { EnvSource } from '../src/config'
 
 type Teardown = { teardown: (fn: () => unknown) => void }
@@ -273,19 +272,11 @@ t.test('signaling_error names the refused emit: its id, event and target peerId'
 })
 
 t.test('a 1012 close (an instance leaving) is a "transport close" that reconnects with the same id', async (t) => {
-  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 })
-  await once(wss, 'listening')
-  t.teardown(() => new Promise(resolve => {
-    for (const sock of wss.clients) sock.terminate()
-    wss.close(resolve)
-  }))
-  const urls: string[] = []
-  wss.on('connection', (sock, req) => {
-    urls.push(req.url ?? '')
-    sock.send(JSON.stringify({ type: 'welcome', data: { peerId: 'peer-1', protocol: 1, heartbeatMs: 25_000, resumeToken: `token-${urls.length}`, iceServers: [] } }))
-    if (urls.length === 1) setTimeout(() => sock.close(1012, 'instance leaving: redis unreachable'), 20)
+  const { port, urls } = await standInServer(t, (sock, _url, attempt) => {
+    standInWelcome(sock, attempt)
+    if (attempt === 1) setTimeout(() => sock.close(1012, 'instance leaving: redis unreachable'), 20)
   })
-  const socket = io(`http://127.0.0.1:${(wss.address() as AddressInfo).port}`, { WebSocket: WebSocket as unknown as WebSocketConstructor, reconnectionDelay: 100 })
+  const socket = io(`http://127.0.0.1:${port}`, { WebSocket: WebSocket as unknown as WebSocketConstructor, reconnectionDelay: 100 })
   t.teardown(() => socket.disconnect())
   await next(socket, 'connect')
   const [reason, details] = await next(socket, 'disconnect')

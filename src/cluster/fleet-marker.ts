@@ -1,3 +1,5 @@
+import { Waiters } from '../waiters'
+
 /*
  * The fleet marker (`fleet` in src/redis/keys.ts): a value written once (SET
  * NX) and read back with every heartbeat and with every lookup whose answer
@@ -15,7 +17,7 @@ export class FleetMarker {
   private trusted: string | null = null
   private lost = false
   private doubtUntil = 0
-  private readonly waiters = new Set<() => void>()
+  private readonly waiters = new Waiters()
 
   /** `onLost` runs once per loss, when a read first shows it. */
   constructor (private readonly onLost: () => void, private readonly doubtMs = 0, private readonly now: () => number = Date.now) {}
@@ -40,21 +42,12 @@ export class FleetMarker {
     this.trusted = current
     this.lost = false
     this.doubtUntil = this.now() + this.doubtMs
-    for (const wake of [...this.waiters]) wake()
+    this.waiters.wakeAll()
   }
 
   /** Resolves once a loss in progress is restored (at once if none), or after `ms`. */
   async settled (ms: number): Promise<void> {
-    if (!this.lost) return
-    await new Promise<void>((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer)
-        this.waiters.delete(done)
-        resolve()
-      }
-      const timer = setTimeout(done, ms)
-      this.waiters.add(done)
-    })
+    if (this.lost) await this.waiters.wait(ms)
   }
 
   /** Whether a loss was seen and not yet restored. */

@@ -12,6 +12,7 @@ function dropSockets (redis: RedisClient): void {
   for (const node of redis instanceof Cluster ? redis.nodes('all') : [redis]) node.stream?.destroy()
 }
 import { StoreUnavailableError } from '../store/types'
+import { Waiters } from '../waiters'
 import type { Logger } from '../signaling/types'
 
 /*
@@ -69,7 +70,7 @@ export class RedisLink {
   /** The connection a health check is running on (one at a time per connection). */
   private checking: number | null = null
   private stopped = false
-  private readonly waiters = new Set<() => void>()
+  private readonly waiters = new Waiters()
   private readonly listeners = new Set<(healthy: boolean) => void>()
 
   constructor (private readonly opts: RedisLinkOptions) {
@@ -127,15 +128,7 @@ export class RedisLink {
   /** Resolves once the circuit is closed (at once if it is), or after `ms`. */
   async waitHealthy (ms: number): Promise<boolean> {
     if (this.healthyNow) return true
-    await new Promise<void>((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer)
-        this.waiters.delete(done)
-        resolve()
-      }
-      const timer = setTimeout(done, ms)
-      this.waiters.add(done)
-    })
+    await this.waiters.wait(ms)
     return this.healthyNow
   }
 
@@ -159,7 +152,7 @@ export class RedisLink {
       if (!this.healthyNow && !this.stopped) {
         this.healthyNow = true
         this.opts.log.info({ offsetMs: this.offsetMs }, 'redis answering again; circuit closed')
-        for (const wake of [...this.waiters]) wake()
+        this.waiters.wakeAll()
         this.changed(true)
       }
     } catch (err) {
@@ -211,7 +204,7 @@ export class RedisLink {
   stop (): void {
     this.stopped = true
     clearInterval(this.timer)
-    for (const wake of [...this.waiters]) wake()
+    this.waiters.wakeAll()
   }
 }
 

@@ -1,4 +1,6 @@
-import WebSocket from 'ws'
+import WebSocket, { WebSocketServer } from 'ws'
+import { once } from 'node:events'
+import type { AddressInfo } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 
 type Teardown = { teardown: (fn: () => unknown) => void }
@@ -131,4 +133,29 @@ export async function refusedWith (client: TestClient): Promise<number | undefin
   }
   client.ws.terminate()
   throw new Error('the upgrade was accepted')
+}
+
+/**
+ * A stand-in signaling server for client tests: `onConnection` decides what
+ * each connection gets; `welcome(sock, n)` sends the n-th welcome (same peer,
+ * token-n). Closed in teardown.
+ */
+export async function standInServer (t: Teardown, onConnection: (sock: WebSocket, url: string, attempt: number) => void): Promise<{ port: number, urls: string[] }> {
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 })
+  await once(wss, 'listening')
+  t.teardown(() => new Promise(resolve => {
+    for (const sock of wss.clients) sock.terminate()
+    wss.close(resolve)
+  }))
+  const urls: string[] = []
+  wss.on('connection', (sock, req) => {
+    urls.push(req.url ?? '')
+    onConnection(sock, req.url ?? '', urls.length)
+  })
+  return { port: (wss.address() as AddressInfo).port, urls }
+}
+
+/** The welcome of a stand-in server's n-th connection (one peer, a new token each time). */
+export function standInWelcome (sock: WebSocket, attempt: number): void {
+  sock.send(JSON.stringify({ type: 'welcome', data: { peerId: 'peer-1', protocol: 1, heartbeatMs: 25_000, resumeToken: `token-${attempt}`, iceServers: [] } }))
 }
