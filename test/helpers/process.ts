@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
-import { existsSync } from 'node:fs'
+import { existsSync, writeFileSync } from 'node:fs'
+import { join as joinPath } from 'node:path'
 import type { Test } from 'tap'
 import { freePort } from './redis'
 import { connect, join, type TestClient } from './ws'
@@ -37,6 +38,9 @@ export interface ServerProcess {
  */
 const coverageDir = process.env['NODE_V8_COVERAGE']
 
+/** TEST_SERVER_LOGS=<dir>: every server's whole output is written there when its test ends (to look into a failure). */
+const logDir = process.env['TEST_SERVER_LOGS']
+
 /** Starts `node dist/server.js` as a real process on a free port and waits until it is ready. */
 export async function startServer (t: Teardown, env: Record<string, string> = {}): Promise<ServerProcess> {
   if (!existsSync('dist/server.js')) throw new Error('dist/server.js missing: run npm run build (npm test does)')
@@ -46,30 +50,49 @@ export async function startServer (t: Teardown, env: Record<string, string> = {}
     stdio: ['ignore', 'pipe', 'pipe']
   })
   let out = ''
-  child.stdout?.on('data', (d: Buffer) => { out += d.toString() })
-  child.stderr?.on('data', (d: Buffer) => { out += d.toString() })
+  // As text: a character split across two chunks is joined, not mangled.
+  child.stdout?.setEncoding('utf8').on('data', (d: string) => { out += d })
+  child.stderr?.setEncoding('utf8').on('data', (d: string) => { out += d })
   const exited = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>(resolve => child.once('exit', (code, signal) => resolve({ code, signal })))
   const closed = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>(resolve => child.once('close', (code, signal) => resolve({ code, signal })))
   t.teardown(async () => {
-    if (child.exitCode !== null || child.signalCode !== null) return
-    if (coverageDir === undefined) child.kill('SIGKILL')
-    else await stopWritingCoverage(child, exited)
+    if (child.exitCode === null && child.signalCode === null) {
+      if (coverageDir === undefined) child.kill('SIGKILL')
+      else await stopWritingCoverage(child, exited)
+    }
+    if (logDir !== undefined) {
+      await closed
+      writeFileSync(joinPath(logDir, `${new Date().toISOString().replace(/[:.]/g, '-')}-${env['INSTANCE_ID'] ?? 'server'}-${port}.log`), out)
+    }
   })
 
   const http = `http://127.0.0.1:${port}`
-  const deadline = Date.now() + 15_000
-  while (Date.now() < deadline) {
+  const started = Date.now()
+  let last = 'no answer'
+  while (Date.now() - started < START_TIMEOUT_MS) {
     if (child.exitCode !== null) {
       await closed
       throw new Error(`server exited early (${child.exitCode}): ${out}`)
     }
     try {
-      if ((await fetch(`${http}/ready`)).ok) return { child, port, http, ws: `ws://127.0.0.1:${port}/ws`, output: () => out, exited, closed }
-    } catch {}
+      const res = await fetch(`${http}/ready`)
+      if (res.ok) return { child, port, http, ws: `ws://127.0.0.1:${port}/ws`, output: () => out, exited, closed }
+      last = `${res.status} ${await res.text()}`
+    } catch (err) {
+      last = String((err as Error).cause ?? err)
+    }
     await new Promise(resolve => setTimeout(resolve, 50))
   }
-  throw new Error(`server did not become healthy: ${out}`)
+  throw new Error(`server did not become ready within ${START_TIMEOUT_MS} ms (last /ready: ${last}); its output: ${out}`)
 }
+
+/**
+ * How long a server may take to become ready: a bound for a start-up that
+ * hangs, not a speed requirement. A couple of seconds on a quiet machine; on
+ * a loaded one (load average about 10 on 2 cores), with coverage on and three
+ * servers starting at once, more than 15 s was seen.
+ */
+const START_TIMEOUT_MS = 60_000
 
 /**
  * Under coverage a server still running at teardown is stopped with SIGTERM
