@@ -1,5 +1,6 @@
 import t from 'tap'
 import { startRedis } from './helpers/redis'
+import { waitForOutput } from './helpers/process'
 import { FAULT_SETTINGS, PING, faultVerdict, movedAway, sleep, startFleetNode, stopAndCount, streamingPairs } from './helpers/fleet'
 
 /*
@@ -49,7 +50,7 @@ t.test('an instance frozen past INSTANCE_DEAD_AFTER_MS wakes up without deliveri
   faultVerdict(t, r, ['unavailable', 'outcome_unknown'], PAIRS * 2 * 250)
   movedAway(t, onFrozen, frozen.name, frozenAt, DETECTION_MS)
   t.same(peers.filter(p => p.conns.some(c => c.server === frozen.name && c.openedAt > wokeAt)).map(p => p.name), [], 'nobody went back to the woken instance')
-  t.match(frozen.server.output(), /event loop stalled/, 'the woken instance noticed its stall')
-  t.match(frozen.server.output(), /"sessions":11,"lost":11,"rewritten":0,"msg":"session ownership checked"/, 'and let go of the 11 sessions claimed elsewhere before acting on what it read')
+  t.ok(await waitForOutput(frozen.server, /event loop stalled/), 'the woken instance noticed its stall')
+  t.ok(await waitForOutput(frozen.server, /"sessions":11,"lost":11,"rewritten":0,"msg":"session ownership checked"/), 'and let go of the 11 sessions claimed elsewhere before acting on what it read')
   for (const p of peers) p.dispose()
 })

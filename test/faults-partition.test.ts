@@ -4,6 +4,7 @@ import { startTcpProxy } from './helpers/tcp-proxy'
 import { FAULT_SETTINGS, faultVerdict, movedAway, sleep, startFleetNode, stopAndCount, streamingPairs } from './helpers/fleet'
 import type { LostMessage } from './helpers/churn'
 import { until } from './helper'
+import { waitForOutput } from './helpers/process'
 import WebSocket from 'ws'
 
 /** The HTTP status an upgrade gets (101 when it is accepted). */
@@ -92,9 +93,8 @@ async function scenario (t: Test, variant: 'blackhole' | 'reset'): Promise<void>
   movedAway(t, onCut, cut.name, cutAt, bound)
   for (const p of onCut) t.ok(p.closeCodes.get(1012) === 1 || p.pingTimeouts > 0, `${p.name} was sent away with 1012 (or noticed the dead link first)`)
   t.ok(onCut.filter(p => p.closeCodes.get(1012) === 1).length >= onCut.length / 2, 'most were sent away with 1012')
-  const output = cut.server.output()
-  t.match(output, /cut off from Redis: closing connections with 1012/, 'the instance says why it sent its clients away')
-  t.match(output, /"lost":11,"rewritten":0,"msg":"session ownership checked"/, 'after the heal it let go of the 11 sessions claimed elsewhere')
+  t.ok(await waitForOutput(cut.server, /cut off from Redis: closing connections with 1012/), 'the instance says why it sent its clients away')
+  t.ok(await waitForOutput(cut.server, /"lost":11,"rewritten":0,"msg":"session ownership checked"/), 'after the heal it let go of the 11 sessions claimed elsewhere')
   for (const p of peers) p.dispose()
 }
 

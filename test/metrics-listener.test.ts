@@ -5,7 +5,8 @@ import { readdirSync, readFileSync, readlinkSync } from 'node:fs'
 import { Registry } from 'prom-client'
 import { buildTestApp } from './helper'
 import { freePort } from './helpers/redis'
-import { startServer } from './helpers/process'
+import { outputBefore, startServer, waitForOutput } from './helpers/process'
+import { until } from './helper'
 
 /*
  * /metrics reveals process, runtime and load details: in production it leaves
@@ -53,11 +54,15 @@ t.test('in production /metrics is a 404 on the public port and served only by th
   t.match(JSON.parse(publicScrape.body), { statusCode: 404, error: 'Not Found' }, 'the 404 of any unknown route')
 
   await fetch(`${server.http}/api/get_room`)
-  const scraped = await scrape(`${metrics}/metrics`)
+  // Counted in onResponse, which the server may run after the client has the
+  // response: scraped until it shows (or a few seconds have passed).
+  const counted = /^privydrop_http_requests_total\{method="GET",route="\/api\/get_room",status_code="200"\} 1$/m
+  let scraped = await scrape(`${metrics}/metrics`)
+  await until(async () => counted.test((scraped = await scrape(`${metrics}/metrics`)).body))
   t.equal(scraped.status, 200)
   t.equal(scraped.type, PROMETHEUS_TYPE, 'Prometheus text content type')
   t.match(scraped.body, /^process_cpu_user_seconds_total \d/m, 'process metrics')
-  t.match(scraped.body, /^privydrop_http_requests_total\{method="GET",route="\/api\/get_room",status_code="200"\} 1$/m, 'the app\'s own registry: it counted the main port\'s request')
+  t.match(scraped.body, counted, 'the app\'s own registry: it counted the main port\'s request')
 
   for (const path of ['/health', '/ready', '/api/get_room', '/openapi.json', '/ws', '/metrics/', '/']) {
     t.equal((await fetch(`${metrics}${path}`)).status, 404, `${path} is not served on the metrics port`)
@@ -65,20 +70,20 @@ t.test('in production /metrics is a 404 on the public port and served only by th
   t.equal((await fetch(`${metrics}/metrics`, { method: 'POST' })).status, 404, 'GET only')
   t.equal((await fetch(`${server.http}/ready`)).status, 200, 'the app itself is unaffected')
   t.same(listeningPorts(server.child.pid ?? 0), [server.port, metricsPort].sort((a, b) => a - b), 'the main port and the metrics port, nothing else')
-  t.match(server.output(), /"listener":"metrics".*Server listening at http:\/\/127\.0\.0\.1:\d+/, 'the metrics listener logs its address')
+  t.ok(await waitForOutput(server, /"listener":"metrics".*Server listening at http:\/\/127\.0\.0\.1:\d+/), 'the metrics listener logs its address')
 })
 
 t.test('in production without METRICS_PORT nothing serves /metrics, and start-up says so', async (t) => {
   const server = await startServer(t, { NODE_ENV: 'production' })
   t.equal((await fetch(`${server.http}/metrics`)).status, 404)
   t.same(listeningPorts(server.child.pid ?? 0), [server.port], 'no listener but the main port')
-  t.match(server.output(), /"level":30,.*no metrics listener/, 'an info line at start-up')
+  t.ok(await waitForOutput(server, /"level":30,.*no metrics listener/), 'an info line at start-up')
 })
 
 t.test('in production METRICS_ON_MAIN_PORT=true brings the public route back', async (t) => {
   const server = await startServer(t, { NODE_ENV: 'production', METRICS_ON_MAIN_PORT: 'true' })
   t.equal((await fetch(`${server.http}/metrics`)).status, 200)
-  t.notMatch(server.output(), /no metrics listener/)
+  t.notMatch(await outputBefore(server), /no metrics listener/)
 })
 
 t.test('outside production /metrics stays on the main port', async (t) => {
@@ -88,7 +93,7 @@ t.test('outside production /metrics stays on the main port', async (t) => {
   t.equal(scraped.type, PROMETHEUS_TYPE)
   t.match(scraped.body, /^process_cpu_user_seconds_total \d/m)
   t.same(listeningPorts(server.child.pid ?? 0), [server.port], 'no separate listener unless METRICS_PORT is set')
-  t.notMatch(server.output(), /no metrics listener/)
+  t.notMatch(await outputBefore(server), /no metrics listener/)
 })
 
 t.test('outside production METRICS_PORT serves /metrics there as well, to try the production set-up', async (t) => {
@@ -129,9 +134,10 @@ t.test('a METRICS_PORT that cannot be bound stops start-up with a message naming
   child.stdout.on('data', (d: Buffer) => { out += d.toString() })
   child.stderr.on('data', (d: Buffer) => { out += d.toString() })
   // A server that ignored the taken port would run on: give up after a while instead of hanging.
+  // 'close', not 'exit': only once its pipes have closed is all it wrote in `out`.
   const code = await new Promise<number | null | 'running'>(resolve => {
     const timer = setTimeout(resolve, 20_000, 'running')
-    child.once('exit', (exitCode) => { clearTimeout(timer); resolve(exitCode) })
+    child.once('close', (exitCode) => { clearTimeout(timer); resolve(exitCode) })
   })
   t.not(code, 'running', 'start-up stopped')
   t.not(code, 0, 'non-zero exit')

@@ -3,7 +3,7 @@ import Fastify from 'fastify'
 import rateLimit from '@fastify/rate-limit'
 import { Redis } from 'ioredis'
 import { createRateLimitStore } from '../src/redis/rate-limit-store'
-import { startServer, type ServerProcess } from './helpers/process'
+import { startServer, waitForOutput, type ServerProcess } from './helpers/process'
 import { startRedis } from './helpers/redis'
 import { connect, refusedWith, TestClient } from './helpers/ws'
 import { until } from './helper'
@@ -102,7 +102,7 @@ t.test('Redis down: the REST rate limit keeps counting in memory instead of swit
   t.ok(during.ok <= 20, 'no more than the limit passes')
   t.ok(during.limited >= 10, 'the rest get 429')
   t.same(during, { ok: 17, limited: 13 }, 'the in-memory count went on from the requests this instance had seen')
-  t.match(server.output(), /rate limit/i, 'the switch is logged')
+  t.ok(await waitForOutput(server, /rate limit/i), 'the switch is logged')
 
   await redis.start()
   t.ok(await until(async () => (await fetch(`${server.http}/ready`)).status === 200, 10_000), 'ready again')

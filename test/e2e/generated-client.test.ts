@@ -4,7 +4,7 @@ import { existsSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { type Browser, type Page } from 'playwright-core'
 import { ARTIFACTS, launchChromium } from '../helpers/chromium'
-import { startServer, type ServerProcess } from '../helpers/process'
+import { startServer, waitForOutput, type ServerProcess } from '../helpers/process'
 
 /*
  * The README's "generate your own client" path, for real: npm run
@@ -44,7 +44,7 @@ t.teardown(removeOutputs)
 t.test('without a build, the server says so and does not serve /demo/generated-client/', async (t) => {
   const server = await startServer(t, { ...SERVER_ENV, LOG_LEVEL: 'info' })
   t.equal((await fetch(`${server.http}/demo/generated-client/`)).status, 404)
-  t.match(server.output(), /examples\/generated-client\/app\.js is missing \(run npm run example:generated-client\)/)
+  t.ok(await waitForOutput(server, /examples\/generated-client\/app\.js is missing \(run npm run example:generated-client\)/), 'start-up says why')
 })
 
 interface Frames { sent: string[], received: string[] }

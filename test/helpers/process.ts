@@ -1,5 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { randomUUID } from 'node:crypto'
+import { existsSync, writeFileSync } from 'node:fs'
+import { join as joinPath } from 'node:path'
 import type { Test } from 'tap'
 import { freePort } from './redis'
 import { connect, join, type TestClient } from './ws'
@@ -11,8 +13,19 @@ export interface ServerProcess {
   port: number
   http: string
   ws: string
+  /**
+   * What the process wrote to stdout and stderr so far, as far as this process
+   * has read it. It arrives through pipes, not with the server's HTTP or
+   * WebSocket answers: a line logged before an answer was sent may not have
+   * been read yet when the answer is. Read it through waitForOutput (a line
+   * that must be there), outputBefore (counts and absences while it runs) or
+   * after `closed` (everything).
+   */
   output: () => string
+  /** Settles when the process exits; its last output may still be in the pipes. */
   exited: Promise<{ code: number | null, signal: NodeJS.Signals | null }>
+  /** Settles once the process has exited and its stdout and stderr are closed: output() is then complete. */
+  closed: Promise<{ code: number | null, signal: NodeJS.Signals | null }>
 }
 
 /**
@@ -25,6 +38,9 @@ export interface ServerProcess {
  */
 const coverageDir = process.env['NODE_V8_COVERAGE']
 
+/** TEST_SERVER_LOGS=<dir>: every server's whole output is written there when its test ends (to look into a failure). */
+const logDir = process.env['TEST_SERVER_LOGS']
+
 /** Starts `node dist/server.js` as a real process on a free port and waits until it is ready. */
 export async function startServer (t: Teardown, env: Record<string, string> = {}): Promise<ServerProcess> {
   if (!existsSync('dist/server.js')) throw new Error('dist/server.js missing: run npm run build (npm test does)')
@@ -34,26 +50,49 @@ export async function startServer (t: Teardown, env: Record<string, string> = {}
     stdio: ['ignore', 'pipe', 'pipe']
   })
   let out = ''
-  child.stdout?.on('data', (d: Buffer) => { out += d.toString() })
-  child.stderr?.on('data', (d: Buffer) => { out += d.toString() })
+  // As text: a character split across two chunks is joined, not mangled.
+  child.stdout?.setEncoding('utf8').on('data', (d: string) => { out += d })
+  child.stderr?.setEncoding('utf8').on('data', (d: string) => { out += d })
   const exited = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>(resolve => child.once('exit', (code, signal) => resolve({ code, signal })))
+  const closed = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>(resolve => child.once('close', (code, signal) => resolve({ code, signal })))
   t.teardown(async () => {
-    if (child.exitCode !== null || child.signalCode !== null) return
-    if (coverageDir === undefined) child.kill('SIGKILL')
-    else await stopWritingCoverage(child, exited)
+    if (child.exitCode === null && child.signalCode === null) {
+      if (coverageDir === undefined) child.kill('SIGKILL')
+      else await stopWritingCoverage(child, exited)
+    }
+    if (logDir !== undefined) {
+      await closed
+      writeFileSync(joinPath(logDir, `${new Date().toISOString().replace(/[:.]/g, '-')}-${env['INSTANCE_ID'] ?? 'server'}-${port}.log`), out)
+    }
   })
 
   const http = `http://127.0.0.1:${port}`
-  const deadline = Date.now() + 15_000
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`server exited early (${child.exitCode}): ${out}`)
+  const started = Date.now()
+  let last = 'no answer'
+  while (Date.now() - started < START_TIMEOUT_MS) {
+    if (child.exitCode !== null) {
+      await closed
+      throw new Error(`server exited early (${child.exitCode}): ${out}`)
+    }
     try {
-      if ((await fetch(`${http}/ready`)).ok) return { child, port, http, ws: `ws://127.0.0.1:${port}/ws`, output: () => out, exited }
-    } catch {}
+      const res = await fetch(`${http}/ready`)
+      if (res.ok) return { child, port, http, ws: `ws://127.0.0.1:${port}/ws`, output: () => out, exited, closed }
+      last = `${res.status} ${await res.text()}`
+    } catch (err) {
+      last = String((err as Error).cause ?? err)
+    }
     await new Promise(resolve => setTimeout(resolve, 50))
   }
-  throw new Error(`server did not become healthy: ${out}`)
+  throw new Error(`server did not become ready within ${START_TIMEOUT_MS} ms (last /ready: ${last}); its output: ${out}`)
 }
+
+/**
+ * How long a server may take to become ready: a bound for a start-up that
+ * hangs, not a speed requirement. A couple of seconds on a quiet machine; on
+ * a loaded one (load average about 10 on 2 cores), with coverage on and three
+ * servers starting at once, more than 15 s was seen.
+ */
+const START_TIMEOUT_MS = 60_000
 
 /**
  * Under coverage a server still running at teardown is stopped with SIGTERM
@@ -73,6 +112,58 @@ async function stopWritingCoverage (child: ChildProcess, exited: Promise<unknown
   if (await exitedWithin(5000)) return
   child.kill('SIGKILL')
 }
+
+type Output = Pick<ServerProcess, 'output' | 'closed'>
+
+/**
+ * Waits until a process's output, from offset `from` on, matches `pattern`
+ * (a string is matched literally) and returns the match, its index counted
+ * from the start of the whole output. For a line the test expects: output()
+ * read at once may not hold it yet (see ServerProcess.output). Rejects after
+ * `timeoutMs`, or as soon as the process's output has ended without a match,
+ * with the output seen so far.
+ */
+export async function waitForOutput (server: Output, pattern: RegExp | string, timeoutMs = 15_000, from = 0): Promise<RegExpExecArray> {
+  const regexp = typeof pattern === 'string' ? new RegExp(pattern.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')) : new RegExp(pattern.source, pattern.flags.replace('g', ''))
+  let ended = false
+  server.closed.then(() => { ended = true }, () => {})
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    // `ended` first: if the pipes had closed by then, the output read next is all there is.
+    const done = ended
+    const out = server.output()
+    const match = regexp.exec(out.slice(from))
+    if (match !== null) {
+      match.index += from
+      return match
+    }
+    if (done || Date.now() >= deadline) {
+      throw new Error(`${done ? 'the process ended' : `${timeoutMs} ms passed`} without ${String(regexp)} in its output${from > 0 ? ` (from offset ${from})` : ''}; its output so far:\n${out}`)
+    }
+    await new Promise(resolve => setTimeout(resolve, 20))
+  }
+}
+
+/**
+ * The server's output up to now, complete: everything it logged (stdout)
+ * before it handled a request sent here. The request (an unknown path, unique to this
+ * call) is logged as it arrives ("incoming request"); once that line has been
+ * read, so has every line written before it, so lines can be counted, or be
+ * checked absent, in what comes before it. The marker line and anything after
+ * it are left out. Needs the request lines: LOG_LEVEL info (or lower) and
+ * LOG_REQUESTS not false.
+ */
+export async function outputBefore (server: Output & { http: string }, timeoutMs = 15_000): Promise<string> {
+  const path = `/test-log-marker/${randomUUID()}`
+  const from = server.output().length
+  await (await fetch(`${server.http}${path}`)).arrayBuffer()
+  const marker = await waitForOutput(server, `"url":"${path}"`, timeoutMs, from)
+  const out = server.output()
+  return out.slice(0, out.lastIndexOf('\n', marker.index) + 1)
+}
+
+/** Lines of a process's output that contain `text`. */
+export const linesWith = (output: string, text: string): string[] => output.split('\n').filter(line => line.includes(text))
 
 /** POSTs a JSON body to a server (in-process or spawned). */
 export async function postJson (server: { http: string }, path: string, body: unknown): Promise<Response> {
