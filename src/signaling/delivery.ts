@@ -196,6 +196,15 @@ export function createDelivery (ports: DeliveryPorts) {
         waitForGap(session, env)
         return
       }
+      if (session.gaps?.has(env.from) === true) {
+        // Reconciliation is over: what waited behind the gap goes out first,
+        // in order (the gap is given up on), then this frame is judged against
+        // it. Skipping straight to this one would leave the waiting frames
+        // below `next`, to be taken for repeats and dropped unannounced.
+        releaseGaps(session, env.from, expected, true)
+        sequenced(session, env)
+        return
+      }
       skip(expected, expected.next, env.seq)
     }
     expected.next = env.seq + 1
