@@ -199,7 +199,11 @@ export function createRouter (ports: RouterPorts) {
         settle(remote)
         return
       }
-      if (owner === null) remove(remote) // the session is over
+      // No record: the session is over, unless the instance that served the
+      // peer is still alive (a failover to a replica that had not caught up
+      // lost the record; that instance rewrites it): keep trying until then.
+      if (owner === null && !mesh.liveNodes.includes(remote.deadNode ?? remote.node)) remove(remote)
+      else if (owner === null) retry()
       else if (owner !== remote.deadNode) {
         remote.node = owner
         settle(remote)
