@@ -1,5 +1,6 @@
 import t from 'tap'
 import { boom, errorsOf, FakeCluster, join, offerNumbers, pair, sendOffers } from './helpers/fake-mesh'
+import { whileAdvancing } from './helpers/fake-time'
 
 /*
  * Session lifecycles across instances on the fake mesh: failed and racing
@@ -128,7 +129,7 @@ t.test('draining an instance', async (t) => {
     t.match(b.transport.serverClose, { code: 1001 }, 'closed with 1001')
     b.send('offer', { peerId: a.peerId, offer: { type: 'offer', sdp: 'v=0 #7' } }, 'late')
     b.transport.complete(1001)
-    await closing
+    await whileAdvancing(c, closing)
     await c.settle()
     t.same(offerNumbers(a), [7], 'a frame sent before the client saw the close still counts')
     t.equal(n2.hub.stats().sessions, 1, 'held: another instance can take it over')
@@ -142,7 +143,7 @@ t.test('draining an instance', async (t) => {
     const b2 = c.connect('n3', { resumeToken: b.token })
     await c.settle()
     sendOffers(a, b, 3, 3)
-    await drained
+    await whileAdvancing(c, drained)
     await c.settle()
     t.same(offerNumbers(b2), [1, 2, 3], 'handed over, then directly')
     t.equal(n2.stopped && n2.left, true, 'stopped and left')
@@ -154,11 +155,11 @@ t.test('draining an instance', async (t) => {
   t.test('leftovers are parked and reach the peer when it resumes elsewhere', async (t) => {
     const { c, a, b } = await pair(t)
     const n2 = c.get('n2')
-    await n2.hub.shutdown(1_000)
+    await whileAdvancing(c, n2.hub.shutdown(1_000))
     await c.settle()
     sendOffers(a, b, 1, 2)
     await c.settle()
-    await n2.hub.drain(30)
+    await whileAdvancing(c, n2.hub.drain(30))
     t.equal(c.parked.get(b.peerId)?.length, 1, 'parked in the registry')
     t.equal(n2.left, true)
     sendOffers(a, b, 3, 4) // to a stopped instance: they bounce and wait
@@ -179,9 +180,9 @@ t.test('draining an instance', async (t) => {
     sendOffers(a, b, 1, 2)
     await c.settle()
     const n1 = c.get('n1')
-    await n1.hub.shutdown(1_000)
+    await whileAdvancing(c, n1.hub.shutdown(1_000))
     await c.settle()
-    await n1.hub.drain(30)
+    await whileAdvancing(c, n1.hub.drain(30))
     t.equal(c.parked.get(b.peerId)?.length, 1)
     const b2 = c.connect('n3', { resumeToken: b.token })
     await c.settle()
@@ -199,10 +200,10 @@ t.test('draining an instance', async (t) => {
     const { c, b } = await pair(t, ['n1', 'n2'])
     c.crash('n1')
     const n2 = c.get('n2')
-    await n2.hub.shutdown(1_000)
+    await whileAdvancing(c, n2.hub.shutdown(1_000))
     await c.settle()
     const started = Date.now()
-    await n2.hub.drain(5_000)
+    await whileAdvancing(c, n2.hub.drain(5_000))
     t.ok(Date.now() - started < 1_000, 'no budget spent')
     t.equal(c.parked.size, 0, 'nothing held to park')
     t.equal(n2.left, true)
@@ -217,9 +218,9 @@ t.test('draining an instance', async (t) => {
     sendOffers(a, b, 1, 2)
     await c.settle()
     const n1 = c.get('n1')
-    await n1.hub.shutdown(1_000)
+    await whileAdvancing(c, n1.hub.shutdown(1_000))
     await c.settle()
-    await n1.hub.drain(30)
+    await whileAdvancing(c, n1.hub.drain(30))
     t.equal(c.parked.get(b.peerId)?.length, 1, 'parked for b')
     n2.stopped = false
     b.drop()

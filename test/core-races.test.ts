@@ -1,5 +1,6 @@
 import t, { type Test } from 'tap'
 import { errorsOf, type FakeClient, FakeCluster, offerNumbers, pair, range, sendOffers } from './helpers/fake-mesh'
+import { whileAdvancing } from './helpers/fake-time'
 
 /*
  * Races in the signaling core that once broke the delivery guarantee of
@@ -66,7 +67,7 @@ t.test('frames parked by a draining instance while the peer resumes elsewhere re
   // without the duplicate check (they were taken from the held buffer once).
   const { c, a, b } = await pair(t)
   const n2 = c.get('n2')
-  await n2.hub.shutdown(1_000)
+  await whileAdvancing(c, n2.hub.shutdown(1_000))
   await c.settle()
   sendOffers(a, b, 1, 2) // held on the draining n2
   await c.settle()
@@ -77,7 +78,7 @@ t.test('frames parked by a draining instance while the peer resumes elsewhere re
   const b2 = c.connect('n3', { resumeToken: b.token }) // claims while the park is on its way
   await c.settle()
   releasePark()
-  await drained
+  await whileAdvancing(c, drained)
   await c.settle()
   await c.advance(5_000)
   accountedFor(t, a, b2, 2)

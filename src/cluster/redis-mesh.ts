@@ -241,7 +241,6 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
 
   return {
     node: opts.node,
-    shared: true,
 
     get othersSeen (): boolean {
       return liveness.othersSeen
@@ -324,8 +323,9 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
       await unsubscribeOwn().catch(() => {})
     },
 
-    async leave (sessionsLeft) {
-      await liveness.stop(sessionsLeft)
+    async leave (left) {
+      // Survivors end what is left after the grace (a resume claims it first).
+      await liveness.stop(left.length > 0)
     }
   }
 }

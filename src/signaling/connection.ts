@@ -1,6 +1,6 @@
 import { CloseCodes } from '../../schemas/ws'
 import type { Transport } from './types'
-import type { Session } from './delivery'
+import type { Session } from './session'
 
 /** Why the server itself ended a connection; decides whether the peer is held for resume. */
 export type ServerCloseReason = 'shutdown' | 'evicted' | 'retry' | 'heartbeat' | 'replaced' | 'abuse' | 'oversize'

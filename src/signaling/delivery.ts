@@ -1,8 +1,8 @@
 import type { Baseline, Envelope } from './bus'
-import type { Connection } from './connection'
-import type { Clock, Logger, SignalingMetrics, TimerHandle } from './types'
+import { skip, type Expected } from './inbox'
+import type { Session } from './session'
+import type { Clock, SignalingMetrics } from './types'
 import type { LogLimiter } from './log-limiter'
-import { SessionLog } from './session-log'
 
 /*
  * Inbound delivery to one peer: straight to its socket while connected, into
@@ -31,80 +31,6 @@ export const RECONCILE_MS = 3000
 export const GAP_WAIT_MS = 1000
 /** How often a socket with a full buffer is checked for room while frames wait for it. */
 const PUMP_MS = 10
-/** Holes tracked per sender; a larger jump makes everything below it unknown (late frames delivered). */
-const MAX_HOLES = 256
-
-/** Per sender: its epoch, the next sequence expected, the floor, the holes, and the highest sequence that went out here. */
-interface Expected { epoch: number, next: number, floor: number, holes: Set<number> | null, emitted: number }
-
-/** Records that sequences [from, to) were skipped: they may still arrive, late. */
-function skip (expected: Expected, from: number, to: number): void {
-  if (to - from > MAX_HOLES) {
-    expected.floor = to
-    expected.holes = null
-    return
-  }
-  expected.holes ??= new Set()
-  for (let seq = from; seq < to; seq++) expected.holes.add(seq)
-  if (expected.holes.size > MAX_HOLES) {
-    const sorted = [...expected.holes].sort((a, b) => a - b)
-    expected.floor = Math.max(expected.floor, sorted[sorted.length - MAX_HOLES] ?? expected.floor)
-    expected.holes = new Set(sorted.filter(seq => seq >= expected.floor))
-  }
-}
-
-export class Session {
-  roomId: string | null = null
-  conn: Connection | null = null
-  /** Incremented each time the session moves to another instance (its outbound sequences restart). */
-  epoch = 0
-  /**
-   * Frames accepted while no connection could take them: held for resume, or
-   * waiting for the socket to drain (a replay, a slow reader). Bounded by
-   * resumeBufferMax and resumeBufferBytes.
-   */
-  held: Envelope[] = []
-  heldBytes = 0
-  pumpTimer: TimerHandle | null = null
-  /** Non-null while inbound frames wait for a handover from the previous instance. */
-  pending: Envelope[] | null = null
-  ended = false
-  /** Ended here because it lives on elsewhere (its shared state is not this instance's to touch). */
-  moved = false
-  /** Whether the mesh holds a record of it (written by its first join, or taken over by a claim). */
-  recorded = false
-  graceTimer: TimerHandle | null = null
-  /** Next sequence number per target, for frames this peer sends across instances. */
-  private seqTo: Map<string, number> | null = null
-  /** Next sequence expected per sender. */
-  seqFrom: Map<string, Expected> | null = null
-  /** Frames that arrived ahead of a gap, per sender, in sequence order. */
-  gaps: Map<string, Envelope[]> | null = null
-  gapTimer: TimerHandle | null = null
-  reconcileUntil = 0
-
-  /** `baseLog`: the instance's logger, shared by every session. */
-  constructor (readonly peerId: string, public secretHash: Buffer, public ip: string, private readonly baseLog: Logger) {}
-
-  /** Its log lines carry its peer id and room (made per use: an idle session keeps no logger). */
-  get log (): Logger {
-    return new SessionLog(this.baseLog, this)
-  }
-
-  /** The next outbound sequence number towards `target`. */
-  nextSeq (target: string): number {
-    // Created on first use, like the other per-peer maps: an idle connection carries none.
-    this.seqTo ??= new Map()
-    const seq = (this.seqTo.get(target) ?? 0) + 1
-    this.seqTo.set(target, seq)
-    return seq
-  }
-
-  baseline (): Baseline {
-    return [...this.seqFrom ?? []].map(([from, e]) => [from, e.epoch, e.next, e.floor, [...e.holes ?? []]])
-  }
-}
-
 export interface DeliveryPorts {
   clock: Clock
   metrics: SignalingMetrics
@@ -124,7 +50,7 @@ export function createDelivery (ports: DeliveryPorts) {
 
   function emit (session: Session, env: Envelope): void {
     const conn = session.conn
-    if (conn !== null && conn.writable && session.held.length === 0 && conn.transport.bufferedAmount <= ports.maxBufferedBytes) {
+    if (conn !== null && conn.writable && session.inbox.held.length === 0 && conn.transport.bufferedAmount <= ports.maxBufferedBytes) {
       conn.transport.send(env.frame)
       metrics.messageOut(env.type)
       return
@@ -138,15 +64,15 @@ export function createDelivery (ports: DeliveryPorts) {
 
   function hold (session: Session, env: Envelope): void {
     const bytes = Buffer.byteLength(env.frame)
-    if (session.held.length >= ports.resumeBufferMax || session.heldBytes + bytes > ports.resumeBufferBytes) {
+    if (session.inbox.held.length >= ports.resumeBufferMax || session.inbox.heldBytes + bytes > ports.resumeBufferBytes) {
       // Refuse the newest rather than drop the oldest: what was accepted stays a gap-free prefix.
       const skipped = ports.warnings.take('resume buffer full')
       if (skipped !== null) session.log.warn({ limit: ports.resumeBufferMax, limitBytes: ports.resumeBufferBytes, skipped }, 'resume buffer full, frame refused')
       ports.undeliverable(env)
       return
     }
-    session.held.push(env)
-    session.heldBytes += bytes
+    session.inbox.held.push(env)
+    session.inbox.heldBytes += bytes
   }
 
   /**
@@ -155,29 +81,29 @@ export function createDelivery (ports: DeliveryPorts) {
    */
   function pump (session: Session): void {
     const conn = session.conn
-    if (session.pumpTimer !== null || conn === null) return
-    while (session.held.length > 0 && conn.writable) {
+    if (session.inbox.pumpTimer !== null || conn === null) return
+    while (session.inbox.held.length > 0 && conn.writable) {
       if (conn.transport.bufferedAmount > ports.maxBufferedBytes) {
-        session.pumpTimer = clock.setTimeout(() => {
-          session.pumpTimer = null
+        session.inbox.pumpTimer = clock.setTimeout(() => {
+          session.inbox.pumpTimer = null
           pump(session)
         }, PUMP_MS)
         return
       }
-      const env = session.held.shift() as Envelope
-      session.heldBytes -= Buffer.byteLength(env.frame)
+      const env = session.inbox.held.shift() as Envelope
+      session.inbox.heldBytes -= Buffer.byteLength(env.frame)
       conn.transport.send(env.frame)
       metrics.messageOut(env.type)
     }
   }
 
   function sequenced (session: Session, env: Envelope): void {
-    const expected = session.seqFrom?.get(env.from)
+    const expected = session.inbox.seqFrom?.get(env.from)
     if (expected === undefined || env.epoch > expected.epoch) {
       // First frame from this sender (or from its new incarnation): it sets the baseline.
-      session.seqFrom ??= new Map()
-      session.seqFrom.set(env.from, { epoch: env.epoch, next: env.seq + 1, floor: env.seq, holes: null, emitted: env.seq })
-      session.gaps?.delete(env.from)
+      session.inbox.seqFrom ??= new Map()
+      session.inbox.seqFrom.set(env.from, { epoch: env.epoch, next: env.seq + 1, floor: env.seq, holes: null, emitted: env.seq })
+      session.inbox.gaps?.delete(env.from)
       emit(session, env)
       return
     }
@@ -192,11 +118,11 @@ export function createDelivery (ports: DeliveryPorts) {
       return
     }
     if (env.seq > expected.next) {
-      if (clock.now() < session.reconcileUntil) {
+      if (clock.now() < session.inbox.reconcileUntil) {
         waitForGap(session, env)
         return
       }
-      if (session.gaps?.has(env.from) === true) {
+      if (session.inbox.gaps?.has(env.from) === true) {
         // Reconciliation is over: what waited behind the gap goes out first,
         // in order (the gap is given up on), then this frame is judged against
         // it. Skipping straight to this one would leave the waiting frames
@@ -214,11 +140,11 @@ export function createDelivery (ports: DeliveryPorts) {
   }
 
   function waitForGap (session: Session, env: Envelope): void {
-    session.gaps ??= new Map()
-    let queue = session.gaps.get(env.from)
+    session.inbox.gaps ??= new Map()
+    let queue = session.inbox.gaps.get(env.from)
     if (queue === undefined) {
       queue = []
-      session.gaps.set(env.from, queue)
+      session.inbox.gaps.set(env.from, queue)
     }
     if (queue.some(e => e.seq === env.seq)) {
       metrics.duplicate()
@@ -226,15 +152,15 @@ export function createDelivery (ports: DeliveryPorts) {
     }
     queue.push(env)
     queue.sort((a, b) => a.seq - b.seq)
-    session.gapTimer ??= clock.setTimeout(() => {
-      session.gapTimer = null
-      for (const [from, expected] of session.seqFrom ?? []) releaseGaps(session, from, expected, true)
+    session.inbox.gapTimer ??= clock.setTimeout(() => {
+      session.inbox.gapTimer = null
+      for (const [from, expected] of session.inbox.seqFrom ?? []) releaseGaps(session, from, expected, true)
     }, GAP_WAIT_MS)
   }
 
   /** Delivers what waited behind a gap: what is now in order, or (`force`, after the wait) everything. */
   function releaseGaps (session: Session, from: string, expected: Expected, force: boolean): void {
-    const queue = session.gaps?.get(from)
+    const queue = session.inbox.gaps?.get(from)
     if (queue === undefined) return
     while (queue.length > 0) {
       const head = queue[0] as Envelope
@@ -250,25 +176,25 @@ export function createDelivery (ports: DeliveryPorts) {
       expected.emitted = head.seq
       emit(session, head)
     }
-    if (queue.length === 0) session.gaps?.delete(from)
+    if (queue.length === 0) session.inbox.gaps?.delete(from)
   }
 
   function takeHeld (session: Session): Envelope[] {
-    const out = [...session.held, ...(session.pending ?? [])]
-    for (const queue of session.gaps?.values() ?? []) out.push(...queue)
-    session.held = []
-    session.heldBytes = 0
-    if (session.pumpTimer !== null) clock.clearTimeout(session.pumpTimer)
-    session.pumpTimer = null
-    session.pending = null
-    session.gaps = null
-    if (session.gapTimer !== null) clock.clearTimeout(session.gapTimer)
-    session.gapTimer = null
+    const out = [...session.inbox.held, ...(session.inbox.pending ?? [])]
+    for (const queue of session.inbox.gaps?.values() ?? []) out.push(...queue)
+    session.inbox.held = []
+    session.inbox.heldBytes = 0
+    if (session.inbox.pumpTimer !== null) clock.clearTimeout(session.inbox.pumpTimer)
+    session.inbox.pumpTimer = null
+    session.inbox.pending = null
+    session.inbox.gaps = null
+    if (session.inbox.gapTimer !== null) clock.clearTimeout(session.inbox.gapTimer)
+    session.inbox.gapTimer = null
     return out
   }
 
   function deliver (session: Session, env: Envelope): void {
-    if (session.pending !== null) session.pending.push(env)
+    if (session.inbox.pending !== null) session.inbox.pending.push(env)
     else if (env.seq > 0) sequenced(session, env)
     else emit(session, env)
   }
@@ -278,7 +204,7 @@ export function createDelivery (ports: DeliveryPorts) {
 
     /** Closes the gate: inbound frames wait until `openGate` (a resume from another instance is settling). */
     closeGate (session: Session): void {
-      session.pending ??= []
+      session.inbox.pending ??= []
     },
 
     /**
@@ -286,20 +212,20 @@ export function createDelivery (ports: DeliveryPorts) {
      * sequences stood), then lets through what waited at the gate, in order.
      */
     openGate (session: Session, handover: { baseline: Baseline, held: Envelope[] } | null): void {
-      const pending = session.pending ?? []
-      session.pending = null
-      session.reconcileUntil = clock.now() + RECONCILE_MS
+      const pending = session.inbox.pending ?? []
+      session.inbox.pending = null
+      session.inbox.reconcileUntil = clock.now() + RECONCILE_MS
       if (handover !== null) {
         for (const [from, epoch, next, floor, holes] of handover.baseline) {
-          const mine = session.seqFrom?.get(from)
+          const mine = session.inbox.seqFrom?.get(from)
           if (mine === undefined || epoch > mine.epoch || (epoch === mine.epoch && next > mine.next)) {
-            session.seqFrom ??= new Map()
-            session.seqFrom.set(from, { epoch, next, floor, holes: holes.length === 0 ? null : new Set(holes), emitted: 0 })
+            session.inbox.seqFrom ??= new Map()
+            session.inbox.seqFrom.set(from, { epoch, next, floor, holes: holes.length === 0 ? null : new Set(holes), emitted: 0 })
           }
         }
         // Accepted by the previous instance already: in order, no second check.
         for (const env of handover.held) {
-          const expected = env.seq > 0 ? session.seqFrom?.get(env.from) : undefined
+          const expected = env.seq > 0 ? session.inbox.seqFrom?.get(env.from) : undefined
           if (expected !== undefined && expected.epoch === env.epoch) expected.emitted = Math.max(expected.emitted, env.seq)
           emit(session, env)
         }
@@ -327,8 +253,8 @@ export function createDelivery (ports: DeliveryPorts) {
      */
     lateHandover (session: Session, held: Envelope[]): void {
       for (const env of held) {
-        const expected = env.seq > 0 ? session.seqFrom?.get(env.from) : undefined
-        if (session.pending !== null || expected === undefined || env.epoch > expected.epoch) {
+        const expected = env.seq > 0 ? session.inbox.seqFrom?.get(env.from) : undefined
+        if (session.inbox.pending !== null || expected === undefined || env.epoch > expected.epoch) {
           deliver(session, env)
           continue
         }
@@ -347,7 +273,7 @@ export function createDelivery (ports: DeliveryPorts) {
 
     /** Sends what was held while the peer was away (right after its welcome), as the socket drains. */
     flushHeld (session: Session): number {
-      const count = session.held.length
+      const count = session.inbox.held.length
       pump(session)
       return count
     },

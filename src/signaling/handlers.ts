@@ -1,11 +1,14 @@
 import type { Store } from '../store/types'
-import type { ClientData, ErrorCode, ServerData, ServerMessageType } from '../../schemas/ws'
+import type { ClientData, ServerData } from '../../schemas/ws'
 import { errorText, frame, frameLabels, parseFrame, type InboundMessage } from './protocol'
 import type { Connection } from './connection'
-import type { Delivery, Session } from './delivery'
+import type { Delivery } from './delivery'
+import type { LeaveRetries } from './leave-retries'
 import type { Mesh } from './mesh'
+import type { Outbound } from './outbound'
 import type { SessionRegistry } from './registry'
 import type { Router } from './router'
+import type { Session } from './session'
 import type { HubLimits, Logger, SignalingMetrics } from './types'
 import { brief, type LogLimiter } from './log-limiter'
 
@@ -29,21 +32,21 @@ export interface HandlerContext {
   router: Router
   mesh: Mesh
   delivery: Delivery
-  /** This instance on the mesh. */
-  self: string
-  send<T extends ServerMessageType> (session: Session, type: T, data: ServerData<T>, id?: string): void
-  sendError (session: Session, code: ErrorCode, extra?: { type?: string, id?: string, message?: string }): void
-  broadcast<T extends ServerMessageType> (roomId: string, sender: Session, type: T, data: ServerData<T>): void
-  announce (roomId: string, peerId: string, node: string): void
+  outbound: Pick<Outbound, 'send' | 'sendError' | 'broadcast' | 'announce'>
   /** Never fails: the peer has left once its room was told (the store follows when it can). */
   leaveRoom (session: Session): Promise<void>
-  /** Forgets a leave the store missed (the peer joins that room again). */
-  cancelLeave (roomId: string, peerId: string): void
-  internalError (session: Session, err: unknown): void
+  /** Leaves the store missed: a join of that room cancels its pending leave. */
+  retries: Pick<LeaveRetries, 'cancel'>
 }
 
 export function createHandlers (ctx: HandlerContext) {
-  const { store, limits, metrics, registry, router, delivery } = ctx
+  const { store, limits, metrics, registry, router, delivery, outbound } = ctx
+  const self = ctx.mesh.node
+
+  function internalError (session: Session, err: unknown): void {
+    session.log.error({ err }, 'message handler failed')
+    if (!session.ended) outbound.sendError(session, 'unavailable')
+  }
 
   function onMessage (conn: Connection, data: Buffer | string, isBinary: boolean): void {
     // Frames a client sent before it saw our shutdown or eviction close still
@@ -59,12 +62,12 @@ export function createHandlers (ctx: HandlerContext) {
         conn.end('abuse')
       } else if (session !== null) {
         // Nothing may precede welcome: while a resume is pending, excess frames just drop.
-        ctx.sendError(session, 'rate_limited', { message: 'Message rate limit exceeded; message dropped', ...labels(data, isBinary) })
+        outbound.sendError(session, 'rate_limited', { message: 'Message rate limit exceeded; message dropped', ...labels(data, isBinary) })
       }
       return
     }
     if (isBinary) {
-      if (session !== null) ctx.sendError(session, 'bad_json', { message: 'Binary frames are not accepted' })
+      if (session !== null) outbound.sendError(session, 'bad_json', { message: 'Binary frames are not accepted' })
       return
     }
     const raw = typeof data === 'string' ? data : data.toString('utf8')
@@ -74,7 +77,7 @@ export function createHandlers (ctx: HandlerContext) {
     else if (session !== null) {
       // The token bucket bounds the rate, not the backlog: while the store is
       // slow, waiting frames would pile up at the allowed rate.
-      ctx.sendError(session, 'rate_limited', { message: 'Too many messages waiting for the previous one; message dropped', ...labels(raw, false) })
+      outbound.sendError(session, 'rate_limited', { message: 'Too many messages waiting for the previous one; message dropped', ...labels(raw, false) })
     }
   }
 
@@ -91,11 +94,11 @@ export function createHandlers (ctx: HandlerContext) {
     try {
       pending = dispatch(session, raw, at)
     } catch (err) {
-      ctx.internalError(session, err)
+      internalError(session, err)
     }
     if (pending === undefined) return
     conn.busy = true
-    pending.catch((err: unknown) => ctx.internalError(session, err)).finally(() => {
+    pending.catch((err: unknown) => internalError(session, err)).finally(() => {
       conn.busy = false
       drain(conn)
     })
@@ -113,7 +116,7 @@ export function createHandlers (ctx: HandlerContext) {
     const msg = parseFrame(raw)
     if (!msg.ok) {
       metrics.messageIn('invalid')
-      ctx.sendError(session, msg.code, { message: msg.message, type: msg.type, id: msg.id })
+      outbound.sendError(session, msg.code, { message: msg.message, type: msg.type, id: msg.id })
       return undefined
     }
     metrics.messageIn(msg.type)
@@ -139,18 +142,18 @@ export function createHandlers (ctx: HandlerContext) {
         return undefined
       }
       case 'initiator-online':
-        if (session.roomId !== msg.data.roomId) ctx.sendError(session, 'not_in_room', { type: msg.type, id: msg.id })
-        else ctx.broadcast(session.roomId, session, 'initiator-online', { roomId: session.roomId })
+        if (session.roomId !== msg.data.roomId) outbound.sendError(session, 'not_in_room', { type: msg.type, id: msg.id })
+        else outbound.broadcast(session.roomId, session, 'initiator-online', { roomId: session.roomId })
         return undefined
       case 'recipient-ready': {
         const claimed = msg.data.roomId
         const roomId = session.roomId
-        if (roomId === null || (claimed !== undefined && claimed !== null && claimed !== roomId)) ctx.sendError(session, 'not_in_room', { type: msg.type, id: msg.id })
-        else ctx.broadcast(roomId, session, 'recipient-ready', { peerId: session.peerId })
+        if (roomId === null || (claimed !== undefined && claimed !== null && claimed !== roomId)) outbound.sendError(session, 'not_in_room', { type: msg.type, id: msg.id })
+        else outbound.broadcast(roomId, session, 'recipient-ready', { peerId: session.peerId })
         return undefined
       }
       case 'ping':
-        ctx.send(session, 'pong', {}, msg.id)
+        outbound.send(session, 'pong', {}, msg.id)
         return undefined
     }
   }
@@ -170,21 +173,21 @@ export function createHandlers (ctx: HandlerContext) {
       if (target !== undefined ? target.roomId === roomId : router.knows(roomId, targetId)) {
         // Sequenced on every path: a frame delivered here must not overtake
         // an earlier one still coming back from the target's old instance.
-        const env = { frame: frame(type, data), type, from: sender.peerId, id: id ?? '', epoch: sender.epoch, seq: sender.nextSeq(targetId), origin: ctx.self }
+        const env = { frame: frame(type, data), type, from: sender.peerId, id: id ?? '', epoch: sender.epoch, seq: sender.nextSeq(targetId), origin: self }
         if (target !== undefined) delivery.deliver(target, env)
         else router.relay(roomId, targetId, env)
         metrics.relayLatency((performance.now() - at) / 1000, target !== undefined ? 'local' : 'remote')
         return
       }
     }
-    ctx.sendError(sender, 'peer_not_found', { type, id })
+    outbound.sendError(sender, 'peer_not_found', { type, id })
   }
 
   async function join (session: Session, data: ClientData<'join'>, id: string | undefined): Promise<void> {
     const { roomId } = data
     const reply = (extra: Omit<ServerData<'joinResponse'>, 'roomId'>): void => {
       if (!extra.success && extra.code !== undefined) metrics.error(extra.code)
-      ctx.send(session, 'joinResponse', { ...extra, roomId }, id)
+      outbound.send(session, 'joinResponse', { ...extra, roomId }, id)
     }
     if (session.roomId !== null && session.roomId !== roomId) {
       reply({ success: false, code: 'already_in_room', message: errorText('already_in_room') })
@@ -201,7 +204,7 @@ export function createHandlers (ctx: HandlerContext) {
         }
       }
       // A leave of this room the store missed must not be retried after this join.
-      ctx.cancelLeave(roomId, session.peerId)
+      ctx.retries.cancel(roomId, session.peerId)
       const result = await store.joinRoom(roomId, session.peerId, limits.maxPeers, session.secretHash.toString('hex'))
       if (session.ended) {
         // The peer went away while the store answered: undo (the membership
@@ -209,7 +212,7 @@ export function createHandlers (ctx: HandlerContext) {
         if (!session.moved) await ctx.mesh.endSession(session.peerId, roomId)
         return
       }
-      session.recorded = true
+      session.recordedByJoin()
       if (!result.ok) {
         reply({ success: false, code: result.code, message: errorText(result.code) })
         return
@@ -219,8 +222,8 @@ export function createHandlers (ctx: HandlerContext) {
       router.learnRoom(roomId, result.members)
       session.log.info({ rejoin }, 'joined room')
       reply({ success: true, message: JOIN_OK, peerId: session.peerId, peers: result.members.map(m => m.peerId).filter(p => p !== session.peerId) })
-      if (!rejoin) ctx.announce(roomId, session.peerId, ctx.self)
-      ctx.broadcast(roomId, session, 'ready', { peerId: session.peerId })
+      if (!rejoin) outbound.announce(roomId, session.peerId, self)
+      outbound.broadcast(roomId, session, 'ready', { peerId: session.peerId })
     } catch (err) {
       const skipped = ctx.warnings.take('join: store unavailable')
       if (skipped !== null) session.log.warn({ error: brief(err), skipped }, 'join failed: store unavailable')
@@ -231,11 +234,11 @@ export function createHandlers (ctx: HandlerContext) {
   async function leave (session: Session, data: ClientData<'leave'>, id: string | undefined): Promise<void> {
     if (session.roomId !== data.roomId) {
       metrics.error('not_in_room')
-      ctx.send(session, 'leaveResponse', { success: false, roomId: data.roomId, code: 'not_in_room' }, id)
+      outbound.send(session, 'leaveResponse', { success: false, roomId: data.roomId, code: 'not_in_room' }, id)
       return
     }
     await ctx.leaveRoom(session)
-    ctx.send(session, 'leaveResponse', { success: true, roomId: data.roomId }, id)
+    outbound.send(session, 'leaveResponse', { success: true, roomId: data.roomId }, id)
   }
 
   return { onMessage, drain }

@@ -1,6 +1,8 @@
 import type { BusMessage, Envelope, RefusalCode } from './bus'
-import type { Delivery, Session } from './delivery'
+import type { Delivery } from './delivery'
+import type { Forwards } from './forwards'
 import type { Moves } from './moves'
+import type { Session } from './session'
 import type { SessionRegistry } from './registry'
 import type { Router } from './router'
 
@@ -16,6 +18,7 @@ export interface InboundContext {
   delivery: Delivery
   router: Router
   moves: Moves
+  forwards: Forwards
   post (node: string, msg: BusMessage): Promise<boolean>
   undeliverable (env: Envelope): void
   /** A relay of a sender of ours was refused elsewhere: tell it (here, or where it moved). */
@@ -39,7 +42,7 @@ export function createInbound (ctx: InboundContext): (msg: BusMessage) => void {
         continue
       }
       // The target's room is checked here, where it is served: the relay rule's other half.
-      const node = target === undefined ? moves.forwardTo(peerId) : undefined
+      const node = target === undefined ? ctx.forwards.forwardTo(peerId) : undefined
       if (node === undefined) {
         ctx.undeliverable(envFor(seq))
         continue

@@ -25,6 +25,9 @@ export interface ClaimedSession {
   parked: Handover | null
 }
 
+/** A session still held when its instance leaves the mesh. */
+export interface LeftSession { peerId: string, roomId: string | null }
+
 export interface EndedSession { peerId: string, roomId: string, remaining: Member[] }
 
 /** A session this instance serves, as it rewrites it into a registry that lost its data. */
@@ -51,8 +54,6 @@ export function outcomeUnknown (err: unknown): boolean {
 export interface Mesh {
   /** This instance's id on the mesh (owner of its sessions, address of its messages). */
   readonly node: string
-  /** Whether another instance can take this instance's sessions over (a lone instance ends them when it stops). */
-  readonly shared: boolean
   /** Whether this instance currently hears the others. */
   readonly reachable: boolean
   start (events: MeshEvents): Promise<void>
@@ -102,8 +103,12 @@ export interface Mesh {
   readonly liveNodes: readonly string[]
   /** Stops receiving: once this resolves, no further message arrives. */
   stop (): Promise<void>
-  /** Leaves the mesh. With sessions left, a survivor ends those after the grace unless they resume. */
-  leave (sessionsLeft: boolean): Promise<void>
+  /**
+   * Leaves the mesh, with these sessions still held here: another instance
+   * (or this one's successor) ends them after the grace unless they resume;
+   * a lone instance, which nobody can take over from, ends them now.
+   */
+  leave (left: readonly LeftSession[]): Promise<void>
 }
 
 /**
@@ -113,7 +118,6 @@ export interface Mesh {
 export function createLocalMesh (store: Store, node: string): Mesh {
   return {
     node,
-    shared: false,
     reachable: true,
     async start () {},
     async send () { return false },
@@ -132,6 +136,9 @@ export function createLocalMesh (store: Store, node: string): Mesh {
     othersSeen: false,
     liveNodes: [node],
     async stop () {},
-    async leave () {}
+    async leave (left) {
+      // Nobody can resume them once this process is gone: their memberships go now.
+      for (const { peerId, roomId } of left) if (roomId !== null) await store.leaveRoom(roomId, peerId).catch(() => {})
+    }
   }
 }

@@ -1,11 +1,13 @@
 import { frame } from './protocol'
 import type { BusMessage, Envelope } from './bus'
-import type { Delivery, Session } from './delivery'
+import type { Delivery } from './delivery'
+import type { Forwards } from './forwards'
 import type { EndedSession, Handover, Mesh } from './mesh'
 import type { SessionRegistry } from './registry'
 import type { Router } from './router'
+import type { Session } from './session'
 import { issueToken, secretMatches, splitToken } from './tokens'
-import type { Clock, Logger, SignalingMetrics, TimerHandle } from './types'
+import type { Clock, Logger, SignalingMetrics } from './types'
 
 /*
  * Sessions moving between instances. The new instance claims the session in
@@ -18,14 +20,13 @@ import type { Clock, Logger, SignalingMetrics, TimerHandle } from './types'
 
 /** How long a resumed session waits for the previous instance's handover before going on without it. */
 export const HANDOVER_WAIT_MS = 2000
-/** How long an instance passes on frames for a peer that resumed elsewhere (for senders that have not heard yet). */
-const FORWARD_MS = 10_000
 
 export interface MovesContext {
   mesh: Mesh
   registry: SessionRegistry
   delivery: Delivery
   router: Router
+  forwards: Forwards
   clock: Clock
   metrics: Pick<SignalingMetrics, 'moved'>
   log: Logger
@@ -35,27 +36,19 @@ export interface MovesContext {
   undeliverable (env: Envelope): void
   /** Tells the room's other instances where a member is served now. */
   announce (roomId: string, peerId: string, node: string): void
-  /** Drops a session from this instance only (it lives on elsewhere). */
-  forget (session: Session): void
 }
 
 export function createMoves (ctx: MovesContext) {
-  const { mesh, registry, delivery, router, clock } = ctx
+  const { mesh, registry, delivery, router, forwards, clock } = ctx
   const self = mesh.node
-  /** Peers that resumed elsewhere: frames that still arrive for them are passed on. */
-  const forwards = new Map<string, { node: string, until: number }>()
-  /** Resumed sessions waiting for the previous instance's handover. */
-  const awaiting = new Map<Session, { timer: TimerHandle, parked: Handover | null }>()
 
   /** The handover arrived (or its wait timed out): frames flow to the resumed session, in order. */
   function handedOver (session: Session, handover: Handover | null): void {
-    const wait = awaiting.get(session)
+    const wait = session.handoverArrived()
     if (wait === undefined) {
       delivery.lateHandover(session, handover?.held ?? [])
       return
     }
-    clock.clearTimeout(wait.timer)
-    awaiting.delete(session)
     const parked = wait.parked
     const merged = parked === null ? handover : handover === null ? parked : { baseline: [...parked.baseline, ...handover.baseline], held: [...parked.held, ...handover.held] }
     delivery.openGate(session, merged)
@@ -71,7 +64,7 @@ export function createMoves (ctx: MovesContext) {
   function abandon (session: Session, unknownOutcome: boolean): void {
     const roomId = session.roomId
     const waiting = delivery.takeHeld(session)
-    ctx.forget(session)
+    registry.letGo(session)
     for (const env of waiting) {
       const sender = env.origin === self ? registry.get(env.from) : undefined
       const rerouted = roomId !== null && sender !== undefined && sender.roomId === roomId &&
@@ -122,22 +115,16 @@ export function createMoves (ctx: MovesContext) {
       session.log.info({ to: node }, 'session resumed on another instance')
       ctx.metrics.moved('out')
       const held = delivery.takeHeld(session)
-      const baseline = session.baseline()
+      const baseline = session.inbox.baseline()
       const roomId = session.roomId
       const conn = session.conn
-      ctx.forget(session)
+      registry.letGo(session)
       if (roomId !== null) router.moved(roomId, peerId, node)
-      forwards.set(peerId, { node, until: clock.now() + FORWARD_MS })
+      forwards.set(peerId, node)
       conn?.end('replaced')
       ctx.post(node, { kind: 'H', origin: self, peerId, baseline, held }).then((received) => {
         if (!received) for (const env of held) ctx.undeliverable(env)
       })
-    },
-
-    /** Where frames for a peer that moved away from here go now (undefined: nowhere). */
-    forwardTo (peerId: string): string | undefined {
-      const forward = forwards.get(peerId)
-      return forward !== undefined && forward.until > clock.now() ? forward.node : undefined
     },
 
     /** A token this instance does not hold: ask the mesh, and take the session over if it is genuine. */
@@ -165,8 +152,7 @@ export function createMoves (ctx: MovesContext) {
         abandon(session, false)
         return null
       }
-      session.epoch = claimed.epoch
-      session.recorded = true
+      session.claimed(claimed.epoch)
       if (claimed.previous !== self) ctx.metrics.moved('in')
       if (claimed.roomId !== session.roomId) {
         registry.unbind(session)
@@ -179,28 +165,14 @@ export function createMoves (ctx: MovesContext) {
       }
       const previousAlive = claimed.previous !== self && await ctx.post(claimed.previous, { kind: 'T', origin: self, peerId: session.peerId })
       if (previousAlive) {
-        const timer = clock.setTimeout(() => {
+        session.awaitHandover(HANDOVER_WAIT_MS, claimed.parked, () => {
           session.log.warn({ previous: claimed.previous }, 'no handover from the previous instance in time; going on without it')
-          handedOver(session, null)
-        }, HANDOVER_WAIT_MS)
-        awaiting.set(session, { timer, parked: claimed.parked })
+          delivery.openGate(session, claimed.parked)
+        })
       } else {
         delivery.openGate(session, claimed.parked)
       }
       return { session, token: issued.token }
-    },
-
-    /** The session is leaving this instance: stop waiting for its handover. */
-    cancel (session: Session): void {
-      const wait = awaiting.get(session)
-      if (wait !== undefined) clock.clearTimeout(wait.timer)
-      awaiting.delete(session)
-    },
-
-    /** Expired forwards go (called from the heartbeat sweep). */
-    sweep (): void {
-      const now = clock.now()
-      for (const [peerId, forward] of forwards) if (forward.until <= now) forwards.delete(peerId)
     },
 
     /**
@@ -215,7 +187,7 @@ export function createMoves (ctx: MovesContext) {
         const movedTo = await mesh.park(peerId, owner, handover).catch(() => null)
         if (movedTo !== null && movedTo !== owner) await ctx.post(movedTo, { kind: 'H', origin: self, peerId, ...handover })
       }
-      await Promise.all(sessions.map(session => park(session.peerId, self, { baseline: session.baseline(), held: delivery.takeHeld(session) })))
+      await Promise.all(sessions.map(session => park(session.peerId, self, { baseline: session.inbox.baseline(), held: delivery.takeHeld(session) })))
       await Promise.all(router.takeWaiting().map(({ peerId, node, frames }) => park(peerId, node, { baseline: [], held: frames })))
     }
   }

@@ -1,6 +1,5 @@
-import { Session } from './delivery'
+import { Session, type SessionEnv } from './session'
 import { issueToken, newPeerId, secretMatches, splitToken } from './tokens'
-import type { Logger } from './types'
 
 /**
  * The sessions this instance serves and its members of each room (held ones
@@ -15,8 +14,15 @@ export class SessionRegistry {
   private readonly heldByIp = new Map<string, Set<Session>>()
   private heldCount = 0
 
-  /** `roomEmptied`: the last local member left a room (its routes can go). */
-  constructor (private readonly log: Logger, private readonly roomEmptied: (roomId: string) => void) {}
+  /**
+   * `roomEmptied`: the last local member left a room (its routes can go);
+   * `countChanged`: what counts toward an IP's connection cap here changed.
+   */
+  constructor (
+    private readonly env: SessionEnv,
+    private readonly roomEmptied: (roomId: string) => void,
+    private readonly countChanged: (ip: string) => void = () => {}
+  ) {}
 
   get size (): number {
     return this.sessions.size
@@ -45,7 +51,7 @@ export class SessionRegistry {
 
   /** A session for `peerId` (new, or taken over from another instance) with its secret. */
   create (peerId: string, hash: Buffer, ip: string): Session {
-    const session = new Session(peerId, hash, ip, this.log)
+    const session = new Session(peerId, hash, ip, this.env)
     this.sessions.set(peerId, session)
     return session
   }
@@ -70,6 +76,15 @@ export class SessionRegistry {
   remove (session: Session): void {
     this.unhold(session)
     if (this.sessions.get(session.peerId) === session) this.sessions.delete(session.peerId)
+  }
+
+  /** Drops a session from this instance only, leaving its shared state alone (it lives on elsewhere). */
+  letGo (session: Session): void {
+    session.letGo()
+    this.remove(session)
+    this.unbind(session)
+    // A held session that moved away no longer counts toward its IP's share here.
+    this.countChanged(session.ip)
   }
 
   /** The session lost its connection and waits for a resume. */
@@ -107,7 +122,7 @@ export class SessionRegistry {
   }
 
   bind (session: Session, roomId: string): void {
-    session.roomId = roomId
+    session.enterRoom(roomId)
     let local = this.rooms.get(roomId)
     if (local === undefined) {
       local = new Set()
@@ -121,9 +136,7 @@ export class SessionRegistry {
     if (roomId === null) return null
     const local = this.rooms.get(roomId)
     local?.delete(session)
-    session.roomId = null
-    // Its own outbound counters stay: receivers remember them for as long as they stay.
-    session.seqFrom = null
+    session.exitRoom()
     if (local === undefined || local.size === 0) {
       this.rooms.delete(roomId)
       this.roomEmptied(roomId)

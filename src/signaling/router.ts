@@ -1,7 +1,8 @@
 import type { Member } from '../store/types'
 import type { Envelope } from './bus'
 import { outcomeUnknown, type Mesh } from './mesh'
-import type { Clock, Logger, SignalingMetrics, TimerHandle } from './types'
+import { Remote } from './remote'
+import type { Clock, Logger, SignalingMetrics } from './types'
 import { brief, type LogLimiter } from './log-limiter'
 
 /*
@@ -22,26 +23,6 @@ import { brief, type LogLimiter } from './log-limiter'
 const RESOLVE_RETRY_MS = 200
 /** A routed room with no remote member yet (most rooms on a single instance): shared, never written. */
 const NO_REMOTES: ReadonlyMap<string, Remote> = new Map()
-
-interface Remote {
-  readonly peerId: string
-  readonly roomId: string
-  node: string
-  /** Publishes not yet answered. */
-  inflight: number
-  /** Holding frames back (a bounce, or a route change with frames in flight). */
-  blocked: boolean
-  /** The instance that a bounce showed to be gone. */
-  deadNode: string | null
-  /** Bounced frames, in send order, then frames sent while blocked. */
-  bounced: Envelope[]
-  queued: Envelope[]
-  /** Since when publishes to this peer reach nobody (null while they arrive). */
-  lostSince: number | null
-  resolving: boolean
-  retry: TimerHandle | null
-  removed: boolean
-}
 
 export interface RouterPorts {
   mesh: Mesh
@@ -77,7 +58,7 @@ export function createRouter (ports: RouterPorts) {
       return
     }
     if (existing !== undefined) remove(existing)
-    const remote: Remote = { peerId, roomId, node, inflight: 0, blocked: false, deadNode: null, bounced: [], queued: [], lostSince: null, resolving: false, retry: null, removed: false }
+    const remote = new Remote(peerId, roomId, node)
     remotes.set(peerId, remote)
     let room = byRoom.get(roomId)
     if (room === undefined || room === NO_REMOTES) {
@@ -94,10 +75,7 @@ export function createRouter (ports: RouterPorts) {
     const room = byRoom.get(remote.roomId)
     room?.delete(remote.peerId)
     if (remote.retry !== null) clock.clearTimeout(remote.retry)
-    const waiting = [...remote.bounced, ...remote.queued]
-    remote.bounced = []
-    remote.queued = []
-    for (const env of waiting) ports.orphaned(remote.peerId, remote.roomId, env)
+    for (const env of remote.takeWaiting()) ports.orphaned(remote.peerId, remote.roomId, env)
   }
 
   function moveTo (remote: Remote, node: string): void {
@@ -166,10 +144,7 @@ export function createRouter (ports: RouterPorts) {
     }
     remote.blocked = false
     remote.deadNode = null
-    const waiting = [...remote.bounced, ...remote.queued]
-    remote.bounced = []
-    remote.queued = []
-    for (const env of waiting) send(remote, env)
+    for (const env of remote.takeWaiting()) send(remote, env)
   }
 
   /**
@@ -219,7 +194,7 @@ export function createRouter (ports: RouterPorts) {
       publish(remote.node, remote.roomId, [[remote, env]], false)
       return
     }
-    if (remote.bounced.length + remote.queued.length >= ports.queueMax) {
+    if (remote.waiting >= ports.queueMax) {
       ports.orphaned(remote.peerId, remote.roomId, env)
       return
     }
@@ -303,17 +278,14 @@ export function createRouter (ports: RouterPorts) {
     takeWaiting (): Array<{ peerId: string, node: string, frames: Envelope[] }> {
       const out: Array<{ peerId: string, node: string, frames: Envelope[] }> = []
       for (const remote of remotes.values()) {
-        if (remote.bounced.length + remote.queued.length === 0) continue
-        out.push({ peerId: remote.peerId, node: remote.deadNode ?? remote.node, frames: [...remote.bounced, ...remote.queued] })
-        remote.bounced = []
-        remote.queued = []
+        if (remote.waiting > 0) out.push({ peerId: remote.peerId, node: remote.deadNode ?? remote.node, frames: remote.takeWaiting() })
       }
       return out
     },
 
     stats (): { remotes: number, waiting: number } {
       let waiting = 0
-      for (const remote of remotes.values()) waiting += remote.bounced.length + remote.queued.length
+      for (const remote of remotes.values()) waiting += remote.waiting
       return { remotes: remotes.size, waiting }
     }
   }

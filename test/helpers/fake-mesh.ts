@@ -602,7 +602,6 @@ export class FakeCluster {
     const node = (): TestNode => this.get(name)
     return {
       node: name,
-      shared: true,
       get reachable () { return !cluster.get(name).unreachable },
       start: async (events) => { node().events = events },
       send: (to, msg) => {
