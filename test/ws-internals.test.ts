@@ -17,13 +17,15 @@ t.test('@fastify/websocket leaves its own error listener and the upgrade\'s Serv
   const app = Fastify()
   await app.register(websocket)
   const seen: Record<string, unknown> = {}
-  app.get('/ws', { websocket: true }, (socket, request) => {
+  const responses = new WeakMap<object, ServerResponse>()
+  app.get('/ws', { websocket: true, onRequest: (request, reply, done) => { responses.set(request.raw, reply.raw); done() } }, (socket, request) => {
     const raw = request.raw.socket as Socket & { _httpMessage?: ServerResponse | null }
     seen['errorListenersBefore'] = socket.listenerCount('error')
     seen['responseBefore'] = raw._httpMessage?.constructor.name
     const mine = (): void => {}
     replaceErrorListener(socket, mine)
-    releaseUpgradeResponse(raw)
+    seen['sameResponse'] = responses.get(request.raw) === raw._httpMessage
+    releaseUpgradeResponse(responses.get(request.raw) as ServerResponse)
     seen['errorListenersAfter'] = socket.listeners('error')
     seen['mineOnly'] = socket.listeners('error')[0] === mine
     seen['responseAfter'] = raw._httpMessage ?? null
@@ -40,5 +42,6 @@ t.test('@fastify/websocket leaves its own error listener and the upgrade\'s Serv
   t.equal(seen['responseBefore'], 'ServerResponse', 'the plugin left the upgrade\'s ServerResponse on the raw socket')
   t.equal(seen['mineOnly'], true, 'replaced: only ours is left')
   t.equal((seen['errorListenersAfter'] as unknown[]).length, 1)
+  t.equal(seen['sameResponse'], true, 'it is Fastify\'s reply.raw: released through public API, no private field')
   t.equal(seen['responseAfter'], null, 'released: the socket no longer holds the response')
 })

@@ -1,5 +1,4 @@
 import type { ServerResponse } from 'node:http'
-import type { Socket } from 'node:net'
 import type { WebSocket } from 'ws'
 
 /*
@@ -25,16 +24,17 @@ export function replaceErrorListener (socket: WebSocket, onError: (this: WebSock
 
 /**
  * @fastify/websocket routes the upgrade through Fastify with a
- * ServerResponse assigned to the raw socket (`socket._httpMessage`), and it
- * stays there: it holds the upgrade request, Fastify's request and reply,
+ * ServerResponse assigned to the raw socket (Fastify's `reply.raw`), and it
+ * stays assigned: it holds the upgrade request, Fastify's request and reply,
  * their logger and the reply's finish listener for as long as the connection
  * lives (~2.9 KiB of heap in all). The reply is hijacked and ws owns the
- * socket, so they can go. Its 'finish' never comes either way (nothing is
- * written to it), so no onResponse hook is skipped. No upstream issue yet;
- * ws itself dropped the upgrade request from its sockets for the same reason
- * (websockets/ws#1099, #1104).
+ * socket, so the response lets go of it (ServerResponse's own detachSocket,
+ * the counterpart of the assignSocket the plugin called). Its 'finish' never
+ * comes either way (nothing is written to it), so no onResponse hook is
+ * skipped. No upstream issue yet; ws itself dropped the upgrade request from
+ * its sockets for the same reason (websockets/ws#1099, #1104).
  */
-export function releaseUpgradeResponse (raw: Socket): void {
-  const socket = raw as Socket & { _httpMessage?: ServerResponse | null }
-  socket._httpMessage?.detachSocket(raw)
+export function releaseUpgradeResponse (response: ServerResponse): void {
+  const socket = response.socket
+  if (socket !== null) response.detachSocket(socket)
 }

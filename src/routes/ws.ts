@@ -1,5 +1,6 @@
 import websocket from '@fastify/websocket'
 import type { WebSocket } from 'ws'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import createError from '@fastify/error'
@@ -12,6 +13,8 @@ import { releaseUpgradeResponse, replaceErrorListener } from './ws-socket'
 const kHandle = Symbol('privydrop.connection')
 interface Attached { [kHandle]: ConnectionHandle }
 const handle = (socket: WebSocket): ConnectionHandle => (socket as WebSocket & Attached)[kHandle]
+/** The upgrade's response (Fastify's reply.raw), from onRequest to the handler, which is not given the reply. */
+const upgradeResponses = new WeakMap<IncomingMessage, ServerResponse>()
 
 function onMessage (this: WebSocket, data: Buffer | string, isBinary: boolean): void { handle(this).message(data, isBinary) }
 function onPong (this: WebSocket): void { handle(this).pong() }
@@ -47,7 +50,7 @@ const wsRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     websocket: true,
     schema: { querystring: Type.Object({ resume: Type.Optional(Type.String()) }) },
     // Callback style (an async hook costs a promise and a microtask hop per upgrade).
-    onRequest: (request, _reply, done) => {
+    onRequest: (request, reply, done) => {
       // Refused here, after @fastify/websocket's own onRequest hook, so the
       // error response still lets it destroy the upgrade socket.
       if (fastify.lifecycle.shuttingDown) {
@@ -72,6 +75,7 @@ const wsRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
         return
       }
       // Across the fleet (Redis mode): one round trip, the per-instance cap above when Redis cannot answer.
+      upgradeResponses.set(request.raw, reply.raw)
       const cap = fastify.connectionCap
       if (cap === null) done()
       else cap.admit(request.ip, resume).then(admitted => done(admitted ? undefined : new TooManyConnectionsError()), () => done())
@@ -86,7 +90,8 @@ const wsRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     socket.on('close', onClose)
     // Memory that would live as long as the connection (ws-socket.ts says why).
     replaceErrorListener(socket, onError)
-    releaseUpgradeResponse(request.raw.socket)
+    const response = upgradeResponses.get(request.raw)
+    if (response !== undefined) releaseUpgradeResponse(response)
   })
 }
 
