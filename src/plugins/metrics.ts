@@ -1,11 +1,21 @@
 import fp from 'fastify-plugin'
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { version } from '../../package.json'
+import { PROTOCOL_VERSION } from '../../schemas/ws'
+import { INSTANCE_PROTOCOL, INSTANCE_PROTOCOLS } from '../signaling/bus'
 
 export function createMetrics () {
   // One registry per app instance: prom-client's global registry would be
   // shared by every app in a process (tests, multi-instance harnesses).
   const registry = new Registry()
   collectDefaultMetrics({ register: registry })
+  // What runs where during a rolling deploy: one series per instance, always 1.
+  new Gauge({
+    name: 'privydrop_build_info',
+    help: 'Always 1: the release (version), the highest instance protocol it speaks (protocol; it also speaks the ones in protocols), and the /ws protocol (wire)',
+    labelNames: ['version', 'protocol', 'protocols', 'wire'] as const,
+    registers: [registry]
+  }).set({ version, protocol: String(INSTANCE_PROTOCOL), protocols: INSTANCE_PROTOCOLS.join(','), wire: String(PROTOCOL_VERSION) }, 1)
   return {
     registry,
     httpRequests: new Counter({

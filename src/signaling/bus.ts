@@ -21,6 +21,17 @@
  * frames that reach it by two paths while a peer moves (see delivery.ts).
  */
 
+/**
+ * The versions of the protocol between instances (bus messages and their
+ * framing, channel names, the Redis data model, the scripts) that this
+ * release speaks. Release N speaks N and N−1, so a rolling deploy from the
+ * previous release (or a rollback to it) mixes two versions that understand
+ * each other; CHANGELOG.md lists what each version changed. An instance
+ * record that advertises nothing is version 1 (1.0.0 advertised nothing).
+ */
+export const INSTANCE_PROTOCOLS: readonly number[] = [1]
+export const INSTANCE_PROTOCOL = Math.max(...INSTANCE_PROTOCOLS)
+
 /** A frame on its way to one peer, as held, handed over and re-sent. */
 export interface Envelope {
   /** The client frame, serialized once by the sender's instance. */
