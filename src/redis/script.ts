@@ -71,8 +71,10 @@ export interface Script<KS, AS, R> {
   /** The body as written, without the prelude. */
   readonly body: string
   /** KEYS then ARGV of one call, flat (the variable key count first when it varies). */
-  argv (keys: KS, args: AS): ScriptValue[]
-  decode (reply: unknown): R
+  // Properties, not methods: method parameters are bivariant, and a call
+  // missing a key would then still type-check.
+  readonly argv: (keys: KS, args: AS) => ScriptValue[]
+  readonly decode: (reply: unknown) => R
 }
 
 /** A script of any signature (for lists of scripts). */
@@ -139,7 +141,7 @@ export function defineScript<
 type Runner = (...argv: ScriptValue[]) => Promise<unknown>
 
 /** A client's scripts: `call(script, keys, args)` runs one of them with named keys and arguments. */
-export type ScriptCaller = <KS, AS, R>(script: Script<KS, AS, R>, keys: KS, args: AS) => Promise<R>
+export type ScriptCaller = <KS, AS, R>(script: Script<KS, AS, R>, keys: NoInfer<KS>, args: NoInfer<AS>) => Promise<R>
 
 /**
  * Defines these scripts on a client (ioredis `defineCommand`: EVALSHA with

@@ -63,13 +63,8 @@ export function createStandaloneLayout (opts: LayoutOptions): Layout {
       const [previous = null, room = null] = await redis.hmget(keys.sessionKey(a.peerId), 'instance', 'room')
       if (previous === null) return null
       const roomId = room ?? ''
-      return await call(claimSession, {
-        session: keys.sessionKey(a.peerId),
-        parked: keys.parkedKey(a.peerId),
-        ownedByPrevious: keys.ownedKey(previous),
-        ownedByClaimer: keys.ownedKey(a.instance),
-        ...(roomId === '' ? {} : { roomPeers: keys.peersKey(roomId) })
-      }, {
+      const peer = { session: keys.sessionKey(a.peerId), parked: keys.parkedKey(a.peerId), ownedByPrevious: keys.ownedKey(previous), ownedByClaimer: keys.ownedKey(a.instance) }
+      return await call(claimSession, roomId === '' ? peer : { ...peer, roomPeers: keys.peersKey(roomId) }, {
         expectedHash: a.expectedHash,
         newHash: a.newHash,
         instance: a.instance,
@@ -85,13 +80,8 @@ export function createStandaloneLayout (opts: LayoutOptions): Layout {
     end: (a) => untilSettled('end', async () => {
       // The room's keys are keys the record names.
       const roomId = await redis.hget(keys.sessionKey(a.peerId), 'room') ?? ''
-      return await call(endSession, {
-        session: keys.sessionKey(a.peerId),
-        parked: keys.parkedKey(a.peerId),
-        owned: keys.ownedKey(a.owner),
-        binding: keys.bindingKey(a.peerId),
-        ...(roomId === '' ? {} : { room: keys.roomKey(roomId), sockets: keys.socketsKey(roomId), peers: keys.peersKey(roomId) })
-      }, { owner: a.owner, peerId: a.peerId, roomId, emptyTtl: a.emptyTtl, deadline: deadline() })
+      const peer = { session: keys.sessionKey(a.peerId), parked: keys.parkedKey(a.peerId), owned: keys.ownedKey(a.owner), binding: keys.bindingKey(a.peerId) }
+      return await call(endSession, roomId === '' ? peer : { ...peer, room: keys.roomKey(roomId), sockets: keys.socketsKey(roomId), peers: keys.peersKey(roomId) }, { owner: a.owner, peerId: a.peerId, roomId, emptyTtl: a.emptyTtl, deadline: deadline() })
     }),
 
     publish: (a) => call(publish, { channel: keys.channel(a.node) }, { payloads: a.payloads, deadline: deadline() }),
