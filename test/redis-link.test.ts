@@ -3,7 +3,7 @@ import pino from 'pino'
 import { loadConfig } from '../src/config'
 import { createRedisClient } from '../src/redis/client'
 import { RedisLink } from '../src/redis/link'
-import { ROTATE_SECRET } from '../src/redis/keys'
+import { rotateSecret } from '../src/redis/scripts'
 import { silentLogger } from './helpers/fake-mesh'
 import { startRedis } from './helpers/redis'
 import { sleep, until } from './helper'
@@ -84,8 +84,8 @@ t.test('writes carry a deadline in Redis\'s clock: one that runs after it is ref
 
   const key = `${redis.prefix}session:p`
   await client.hset(key, 'secret', 'old')
-  await t.rejects(client.eval(ROTATE_SECRET, 1, key, 'late', redisNow - 1), /EXPIRED/, 'a write past its deadline is refused')
+  await t.rejects(client.eval(rotateSecret.lua, 1, key, 'late', redisNow - 1), /EXPIRED/, 'a write past its deadline is refused')
   t.equal(await client.hget(key, 'secret'), 'old', 'and changed nothing')
-  t.equal(await client.eval(ROTATE_SECRET, 1, key, 'new', link.deadline()), 1, 'in time, it runs')
+  t.equal(await client.eval(rotateSecret.lua, 1, key, 'new', link.deadline()), 1, 'in time, it runs')
   t.equal(await client.hget(key, 'secret'), 'new')
 })

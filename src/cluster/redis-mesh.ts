@@ -1,14 +1,10 @@
 import type { RedisClient } from '../redis/client'
-import {
-  CLAIM_SESSION, CLUSTER_CLAIM_ROOM, CLUSTER_CLAIM_SESSION, CLUSTER_END_SESSION, CLUSTER_PUBLISH_FRESH, END_SESSION, PARK_HANDOVER, PUBLISH_COMMAND, PUBLISH_FRESH,
-  RESTORE_MEMBER, RESTORE_SESSION, ROTATE_SECRET,
-  instanceRecordTtlS, pairs, redisKeys
-} from '../redis/keys'
-import { defineClusterCommands } from '../store/redis'
+import { instanceRecordTtlS } from '../redis/keys'
+import { createLayout } from '../redis/layouts'
+import { parkHandover, restoreMember, restoreSession, rotateSecret } from '../redis/scripts'
 import { Cluster } from 'ioredis'
 import type { RedisLink } from '../redis/link'
 import type { Handover, Mesh, MeshEvents } from '../signaling/mesh'
-import type { Member } from '../store/types'
 import { decodeBus, encodeBus } from './codec'
 import { createLiveness, type MeshSettings } from './liveness'
 import { FleetMarker } from './fleet-marker'
@@ -24,24 +20,6 @@ import { brief } from '../brief'
  * (`session:<peerId>`, see src/redis/keys.ts) so a peer can resume on any
  * instance; liveness.ts ends the sessions of an instance that died.
  */
-
-// The last argument of every script is the write's deadline (RedisLink.deadline()).
-type MeshRedis = RedisClient & {
-  pdClaimSession (session: string, parked: string, expected: string, hash: string, instance: string, prefix: string, ttl: number, peerId: string, ownedTtl: number, deadline: number): Promise<[string, string, string[], number, string[]] | null>
-  pdEndSession (session: string, parked: string, instance: string, prefix: string, emptyTtl: number, peerId: string, deadline: number): Promise<[string, string[]] | null>
-  pdPark (session: string, parked: string, owner: string, ttl: number, handover: string, deadline: number): Promise<string | null>
-  pdRotate (session: string, hash: string, deadline: number): Promise<number>
-  pdRestoreSession (session: string, binding: string, secret: string, roomId: string, instance: string, epoch: number, ttl: number, deadline: number): Promise<number>
-  pdRestoreMember (room: string, sockets: string, peers: string, peerId: string, instance: string, ttl: number, createdAt: number, deadline: number): Promise<number>
-  /** Payloads, then the deadline. */
-  pdPublish (channel: string, ...payloadsThenDeadline: Array<string | number>): Promise<number>
-  // Redis Cluster: one slot per script (src/redis/keys.ts).
-  pdcClaimSession (session: string, parked: string, expected: string, hash: string, instance: string, ttl: number, deadline: number): Promise<[string, string, number, string[]] | null>
-  pdcClaimRoom (peers: string, peerId: string, instance: string, deadline: number): Promise<string[] | null>
-  pdcEndSession (session: string, parked: string, binding: string, instance: string, deadline: number): Promise<string | null>
-  pdcLeaveRoom (room: string, sockets: string, peers: string, peerId: string, emptyTtl: number, deadline: number): Promise<[number, string[]]>
-  pdcOwn (owned: string, peerId: string, ttl: number | '', deadline: number): Promise<number>
-}
 
 export interface RedisMeshOptions extends MeshSettings {
   redis: RedisClient
@@ -70,30 +48,14 @@ function mergeParked (entries: string[]): Handover | null {
 }
 
 export function createRedisMesh (opts: RedisMeshOptions): Mesh {
-  const redis = opts.redis as MeshRedis
-  redis.defineCommand('pdClaimSession', { numberOfKeys: 2, lua: CLAIM_SESSION })
-  redis.defineCommand('pdEndSession', { numberOfKeys: 2, lua: END_SESSION })
-  redis.defineCommand('pdPark', { numberOfKeys: 2, lua: PARK_HANDOVER })
-  redis.defineCommand('pdRotate', { numberOfKeys: 1, lua: ROTATE_SECRET })
-  redis.defineCommand('pdRestoreSession', { numberOfKeys: 2, lua: RESTORE_SESSION })
-  redis.defineCommand('pdRestoreMember', { numberOfKeys: 3, lua: RESTORE_MEMBER })
-  const cluster = opts.redis instanceof Cluster
-  // Sharded pub/sub on a cluster (SPUBLISH): a message crosses only its channel's shard.
-  redis.defineCommand(PUBLISH_COMMAND, { numberOfKeys: 1, lua: cluster ? CLUSTER_PUBLISH_FRESH : PUBLISH_FRESH })
-  if (cluster) {
-    defineClusterCommands(redis)
-    redis.defineCommand('pdcClaimSession', { numberOfKeys: 2, lua: CLUSTER_CLAIM_SESSION })
-    redis.defineCommand('pdcClaimRoom', { numberOfKeys: 1, lua: CLUSTER_CLAIM_ROOM })
-    redis.defineCommand('pdcEndSession', { numberOfKeys: 3, lua: CLUSTER_END_SESSION })
-  }
-  const { link } = opts
+  const { redis, link } = opts
+  const layout = createLayout({ redis, keyPrefix: opts.keyPrefix, deadline: () => link.deadline() })
+  const { keys, call } = layout
   /** Every failure of the mesh becomes one typed error (a relay answers `unavailable`, REST 503). */
   const guard = <T>(op: () => Promise<T>): Promise<T> => link.run(op)
   const deadline = (): number => link.deadline()
   const ownedTtlS = instanceRecordTtlS(opts)
 
-  const p = opts.keyPrefix
-  const keys = redisKeys(p, cluster)
   const ownChannel = keys.channel(opts.node)
   let events: MeshEvents | null = null
   let subscribed = false
@@ -139,7 +101,7 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
   }
 
   function publishBatch (node: string, batch: Outgoing[]): void {
-    guard(async () => await redis.pdPublish(keys.channel(node), ...batch.map(m => m.payload), deadline())).then((receivers) => {
+    guard(() => layout.publish({ node, payloads: batch.map(m => m.payload) })).then((receivers) => {
       for (const m of batch) m.done(receivers > 0)
     }, (err: unknown) => {
       for (const m of batch) m.failed(err)
@@ -147,35 +109,7 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
   }
 
   /** Ends a session if `owner` owns it; null when it does not (or no longer exists). */
-  async function endSession (peerId: string, owner: string): Promise<{ roomId: string, remaining: Member[] } | null> {
-    if (!cluster) {
-      const reply = await redis.pdEndSession(keys.sessionKey(peerId), keys.parkedKey(peerId), owner, p, opts.roomEmptyTtlS, peerId, deadline())
-      return reply === null ? null : { roomId: reply[0], remaining: pairs(reply[1]) }
-    }
-    // The session first: once it is gone nobody can resume it, and the room follows.
-    const room = await redis.pdcEndSession(keys.sessionKey(peerId), keys.parkedKey(peerId), keys.bindingKey(peerId), owner, deadline())
-    if (room === null) return null
-    await redis.pdcOwn(keys.ownedKey(owner), peerId, '', deadline())
-    if (room === '') return { roomId: '', remaining: [] }
-    const [, remaining] = await redis.pdcLeaveRoom(keys.roomKey(room), keys.socketsKey(room), keys.peersKey(room), peerId, opts.roomEmptyTtlS, deadline())
-    return { roomId: room, remaining: pairs(remaining) }
-  }
-
-  /**
-   * A claim on a cluster: the session moves first (the secret check decides),
-   * then the instances' peer sets, then the room's route to the peer.
-   */
-  async function clusterClaim (peerId: string, expectedHash: string, newHash: string) {
-    const reply = await redis.pdcClaimSession(keys.sessionKey(peerId), keys.parkedKey(peerId), expectedHash, newHash, opts.node, opts.sessionTtlS, deadline())
-    if (reply === null) return null
-    const [previous, room, epoch, parked] = reply
-    await Promise.all([
-      redis.pdcOwn(keys.ownedKey(previous), peerId, '', deadline()),
-      redis.pdcOwn(keys.ownedKey(opts.node), peerId, ownedTtlS, deadline())
-    ])
-    const members = room === '' ? null : await redis.pdcClaimRoom(keys.peersKey(room), peerId, opts.node, deadline())
-    return { previous, roomId: members === null ? null : room, members: pairs(members ?? []), epoch: Number(epoch), parked: mergeParked(parked) }
-  }
+  const endSession = (peerId: string, owner: string) => layout.end({ peerId, owner, emptyTtl: opts.roomEmptyTtlS })
 
   const marker = new FleetMarker(() => {
     opts.log.error('redis lost its data (the fleet marker changed): rewriting this instance\'s sessions and rooms; no missing record is taken as ended meanwhile')
@@ -208,7 +142,8 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
   const liveness = createLiveness({
     ...opts,
     redis,
-    cluster,
+    // Which key names liveness builds (hash-tagged on a cluster).
+    cluster: redis instanceof Cluster,
     marker,
     endSession,
     onSessionsEnded: (ended) => events?.sessionsEnded(ended)
@@ -216,11 +151,11 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
   // Back from an outage: look at the marker at once (a restarted Redis may be empty).
   opts.link.onChange((healthy) => { if (healthy) liveness.beatNow() })
 
-  // Sharded pub/sub on a cluster: SSUBSCRIBE, and messages arrive as 'smessage'.
+  // On a cluster the channel is sharded (SSUBSCRIBE), and its messages arrive as 'smessage'.
   const subscriber = opts.subscriber
-  const subscribeOwn = (): Promise<unknown> => subscriber instanceof Cluster ? subscriber.ssubscribe(ownChannel) : subscriber.subscribe(ownChannel)
-  const unsubscribeOwn = (): Promise<unknown> => subscriber instanceof Cluster ? subscriber.sunsubscribe(ownChannel) : subscriber.unsubscribe(ownChannel)
-  subscriber.on(subscriber instanceof Cluster ? 'smessage' : 'message', (channel: string, payload: string) => {
+  const subscribeOwn = (): Promise<unknown> => layout.subscribe(subscriber, ownChannel)
+  const unsubscribeOwn = (): Promise<unknown> => layout.unsubscribe(subscriber, ownChannel)
+  subscriber.on(layout.messageEvent, (channel: string, payload: string) => {
     if (channel !== ownChannel || events === null) return
     const msg = decodeBus(payload)
     if (msg === null) opts.log.warn('dropped a malformed message from another instance')
@@ -271,14 +206,12 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
     }),
 
     claimSession: (peerId, expectedHash, newHash) => guard(async () => {
-      if (cluster) return await clusterClaim(peerId, expectedHash, newHash)
-      const reply = await redis.pdClaimSession(keys.sessionKey(peerId), keys.parkedKey(peerId), expectedHash, newHash, opts.node, p, opts.sessionTtlS, peerId, ownedTtlS, deadline())
-      if (reply === null) return null
-      const [previous, room, members, epoch, parked] = reply
-      return { previous, roomId: room === '' ? null : room, members: pairs(members), epoch: Number(epoch), parked: mergeParked(parked) }
+      const claimed = await layout.claim({ peerId, expectedHash, newHash, instance: opts.node, ttl: opts.sessionTtlS, ownedTtl: ownedTtlS })
+      if (claimed === null) return null
+      return { ...claimed, roomId: claimed.roomId === '' ? null : claimed.roomId, parked: mergeParked(claimed.parked) }
     }),
 
-    rotateSecret: (peerId, newHash) => guard(async () => { await redis.pdRotate(keys.sessionKey(peerId), newHash, deadline()) }),
+    rotateSecret: (peerId, newHash) => guard(async () => { await call(rotateSecret, { session: keys.sessionKey(peerId) }, { hash: newHash, deadline: deadline() }) }),
 
     endSession: (peerId, _roomId, owner = opts.node) => guard(async () => {
       await marker.settled(RESTORE_WAIT_MS)
@@ -299,17 +232,20 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
       const ttl = opts.sessionTtlS
       const now = Date.now()
       await Promise.all(entries.map(async (e) => {
-        const written = await redis.pdRestoreSession(keys.sessionKey(e.peerId), keys.bindingKey(e.peerId), e.secret, e.roomId ?? '', opts.node, e.epoch, ttl, deadline())
-        if (written !== 1) return
+        const written = await call(restoreSession, { session: keys.sessionKey(e.peerId), binding: keys.bindingKey(e.peerId) },
+          { secret: e.secret, roomId: e.roomId ?? '', instance: opts.node, epoch: e.epoch, ttl, deadline: deadline() })
+        if (!written) return
         await redis.multi().sadd(keys.ownedKey(opts.node), e.peerId).expire(keys.ownedKey(opts.node), ownedTtlS).exec()
-        if (e.roomId !== null) await redis.pdRestoreMember(keys.roomKey(e.roomId), keys.socketsKey(e.roomId), keys.peersKey(e.roomId), e.peerId, opts.node, ttl, now, deadline())
+        if (e.roomId === null) return
+        await call(restoreMember, { room: keys.roomKey(e.roomId), sockets: keys.socketsKey(e.roomId), peers: keys.peersKey(e.roomId) },
+          { peerId: e.peerId, instance: opts.node, ttl, createdAt: now, deadline: deadline() })
       }))
       const current = await liveness.rewrite()
       if (current !== null) marker.adopt(current)
     }),
 
-    park: (peerId, owner, handover) => guard(async () =>
-      await redis.pdPark(keys.sessionKey(peerId), keys.parkedKey(peerId), owner, opts.sessionTtlS, JSON.stringify(handover), deadline())),
+    park: (peerId, owner, handover) => guard(() => call(parkHandover, { session: keys.sessionKey(peerId), parked: keys.parkedKey(peerId) },
+      { owner, ttl: opts.sessionTtlS, handover: JSON.stringify(handover), deadline: deadline() })),
 
     othersAlive: () => guard(async () => {
       const alive = await redis.zrangebyscore(keys.instancesKey, Date.now() - opts.deadAfterMs, '+inf')

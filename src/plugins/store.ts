@@ -2,7 +2,7 @@ import fp from 'fastify-plugin'
 import type { Config } from '../../schemas/config'
 import { createMemoryStore } from '../store/memory'
 import { createRedisStore } from '../store/redis'
-import { clusterConfigured, connectWithin, createRedisClient, redisConfigured, type RedisClient } from '../redis/client'
+import { connectWithin, createRedisClient, redisConfigured, type RedisClient } from '../redis/client'
 import { RedisLink } from '../redis/link'
 import { instanceRecordTtlS } from '../redis/keys'
 import type { Store, StoreLimits } from '../store/types'
@@ -67,7 +67,6 @@ export default fp<StorePluginOptions>(async (fastify, opts) => {
     redis,
     link,
     keyPrefix: config.KEY_PREFIX,
-    cluster: clusterConfigured(config),
     ownedTtlS: instanceRecordTtlS({ deadAfterMs: config.INSTANCE_DEAD_AFTER_MS, resumeGraceMs: config.RESUME_GRACE_MS, sessionTtlS: config.ROOM_TTL_S })
   })
   fastify.decorate('store', store)

@@ -2,7 +2,7 @@ import { Cluster, Redis, type Callback, type ClusterOptions, type RedisOptions }
 import type { FastifyBaseLogger } from 'fastify'
 import type { Config } from '../../schemas/config'
 import { brief } from '../brief'
-import { PUBLISH_COMMAND } from './keys'
+import { PUBLISH_COMMAND } from './scripts'
 
 const WAYS = ['REDIS_URL', 'REDIS_HOST', 'REDIS_SENTINELS', 'REDIS_CLUSTER_NODES'] as const
 

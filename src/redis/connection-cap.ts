@@ -1,7 +1,9 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { RedisClient } from './client'
 import type { RedisLink } from './link'
-import { ADMIT_CONNECTION, redisKeys } from './keys'
+import { redisKeys } from './keys'
+import { scriptCaller } from './script'
+import { admitConnection } from './scripts'
 import { brief } from '../brief'
 
 /*
@@ -35,14 +37,12 @@ export interface ConnectionCapDeps {
   log: FastifyBaseLogger
 }
 
-type CapRedis = RedisClient & { pdAdmitConnection (key: string, ...args: Array<string | number>): Promise<number> }
-
 /** How often shares are compared with the live counts (a held session whose grace ran out). */
 const SWEEP_MS = 2000
 
 export function createConnectionCap (deps: ConnectionCapDeps) {
-  const redis = deps.redis as CapRedis
-  redis.defineCommand('pdAdmitConnection', { numberOfKeys: 1, lua: ADMIT_CONNECTION })
+  const { redis } = deps
+  const call = scriptCaller(redis, [admitConnection])
   const keys = redisKeys(deps.keyPrefix)
   /** The share last written per IP (IPs with none written are absent). */
   const written = new Map<string, number>()
@@ -79,7 +79,8 @@ export function createConnectionCap (deps: ConnectionCapDeps) {
       const mine = deps.localCount(ip, resumeToken) + 1
       try {
         const discounted = resumeToken === undefined || deps.heldElsewhere === undefined ? '' : (await deps.heldElsewhere(resumeToken)) ?? ''
-        const others = await deps.link.run(() => redis.pdAdmitConnection(keys.connectionsKey(ip), deps.node, deps.max, mine, deps.ttlS, discounted, ...deps.liveNodes(), deps.link.deadline()))
+        const others = await deps.link.run(() => call(admitConnection, { conns: keys.connectionsKey(ip) },
+          { self: deps.node, cap: deps.max, mine, ttl: deps.ttlS, discounted, live: deps.liveNodes(), deadline: deps.link.deadline() }))
         if (others >= 0) return false
         written.set(ip, mine)
         return true

@@ -32,7 +32,7 @@ import type { Logger } from '../signaling/types'
  *   so /ready follows within about healthIntervalMs + timeoutMs either way;
  * - writes carry a deadline in Redis's own clock (`deadline()`, learnt from the
  *   same TIME replies). Every mutating script checks it first (FRESH in
- *   keys.ts): bytes that reach a hung Redis and run after it wakes up are
+ *   script.ts): bytes that reach a hung Redis and run after it wakes up are
  *   refused there, so an operation reported unavailable is never applied later.
  *   The deadline falls a margin before the caller's timeout, so a write that
  *   ran in time normally also answered in time.
@@ -226,7 +226,7 @@ function unavailable (cause: unknown, sent: boolean): InstanceType<typeof StoreU
  */
 function wasSent (err: unknown): boolean {
   if (!(err instanceof Error)) return true
-  // A script that found its deadline passed did nothing (FRESH in keys.ts): certainly not applied.
+  // A script that found its deadline passed did nothing (FRESH in script.ts): certainly not applied.
   return !(err.message.startsWith('Stream isn\'t writeable') || err.message.startsWith(EXPIRED))
 }
 

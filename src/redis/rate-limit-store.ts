@@ -1,7 +1,8 @@
 import type { FastifyRateLimitStore, FastifyRateLimitStoreCtor } from '@fastify/rate-limit'
 import type { FastifyBaseLogger } from 'fastify'
 import type { RedisClient } from './client'
-import { COUNT_REQUEST } from './keys'
+import { scriptCaller } from './script'
+import { countRequest } from './scripts'
 
 /*
  * The REST limiter's store, on @fastify/rate-limit's documented store
@@ -30,7 +31,6 @@ export interface RateLimitStoreDeps {
 
 type Result = { current: number, ttl: number }
 type Callback = (error: Error | null, result?: Result) => void
-type CountingRedis = RedisClient & { pdCountRequest (key: string, windowMs: number): Promise<[number, number]> }
 
 /** Fixed windows per key in memory, bounded: a Map keeps insertion order, so the oldest goes first. */
 class MemoryWindows {
@@ -51,8 +51,8 @@ class MemoryWindows {
 }
 
 export function createRateLimitStore (deps: RateLimitStoreDeps): FastifyRateLimitStoreCtor {
-  const redis = deps.redis as CountingRedis
-  redis.defineCommand('pdCountRequest', { numberOfKeys: 1, lua: COUNT_REQUEST })
+  const { redis } = deps
+  const call = scriptCaller(redis, [countRequest])
   const usable = deps.usable ?? (() => redis.status === 'ready')
   const memory = new MemoryWindows(deps.memoryMax ?? 5000)
   // Which store answers; each switch is logged once, not per request.
@@ -79,9 +79,9 @@ export function createRateLimitStore (deps: RateLimitStoreDeps): FastifyRateLimi
         cb(null, counted)
         return
       }
-      redis.pdCountRequest(deps.nameSpace + key, timeWindow).then(([current, ttl]) => {
+      call(countRequest, { counter: deps.nameSpace + key }, { windowMs: timeWindow }).then((counted) => {
         toRedis()
-        cb(null, { current, ttl })
+        cb(null, counted)
       }, (err: Error) => {
         toLocal(err)
         cb(null, counted)
