@@ -10,7 +10,7 @@ import type { RedisLink } from '../redis/link'
 import type { Handover, Mesh, MeshEvents } from '../signaling/mesh'
 import type { Member } from '../store/types'
 import { decodeBus, encodeBus } from './codec'
-import { createLiveness, type MeshSettings } from './liveness'
+import { createLiveness, wallClock, type MeshSettings } from './liveness'
 import { FleetMarker } from './fleet-marker'
 import { StoreUnavailableError } from '../store/types'
 import { brief } from '../brief'
@@ -207,6 +207,7 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
 
   const liveness = createLiveness({
     ...opts,
+    clock: opts.clock ?? wallClock,
     redis,
     cluster,
     marker,
