@@ -235,13 +235,9 @@ export const DEFAULT_LIMITS: HubLimits = {
   evictAfterMs: 0
 }
 
-export interface TestNode {
+/** A node as the shared registry and bus see it. */
+export interface NodeState {
   readonly name: string
-  readonly hub: SignalingHub
-  readonly store: Store
-  readonly mesh: Mesh
-  readonly metrics: FakeMetrics
-  readonly clients: FakeClient[]
   /** Crashed: messages to it are lost and its code never runs again. */
   dead: boolean
   stopped: boolean
@@ -253,10 +249,21 @@ export interface TestNode {
   events: MeshEvents | null
 }
 
+/** A node with a real hub on the fake ports. */
+export interface TestNode extends NodeState {
+  readonly hub: SignalingHub
+  readonly store: Store
+  readonly mesh: Mesh
+  readonly metrics: FakeMetrics
+  readonly clients: FakeClient[]
+}
+
 export interface ClusterOptions {
   limits?: Partial<HubLimits>
   /** One node on createLocalMesh + createMemoryStore (no registry, no bus). */
   local?: boolean
+  /** INSTANCE_DEAD_AFTER_MS of the fake's liveness. */
+  deadAfterMs?: number
 }
 
 const never = <T>(): Promise<T> => new Promise<T>(() => {})
@@ -265,6 +272,8 @@ export class FakeCluster {
   readonly clock = new FakeClock()
   readonly limits: HubLimits
   readonly nodes = new Map<string, TestNode>()
+  /** Every node, with a hub or bare (`bare`). */
+  private readonly states = new Map<string, NodeState>()
   /** roomId → peerId → node. */
   readonly rooms = new Map<string, Map<string, string>>()
   readonly bindings = new Map<string, string>()
@@ -286,7 +295,7 @@ export class FakeCluster {
   // --- nodes ---
 
   node (name: string): TestNode {
-    if (this.nodes.has(name)) throw new Error(`node ${name} exists`)
+    if (this.states.has(name)) throw new Error(`node ${name} exists`)
     const metrics = new FakeMetrics()
     let store: Store
     let mesh: Mesh
@@ -310,11 +319,30 @@ export class FakeCluster {
     hub.startWatchdog()
     const node: TestNode = { name, hub, store, mesh, metrics, clients: [], dead: false, stopped: false, left: false, unreachable: false, answersHeld: null, events: null }
     this.nodes.set(name, node)
+    this.states.set(name, node)
     mesh.start({
       message: (msg) => hub.onBus(msg),
       sessionsEnded: (ended) => hub.peersGone(ended),
       registryLost: () => hub.registryLost()
     }).catch(() => {})
+    return node
+  }
+
+  /**
+   * A node without a hub: its Store and Mesh ports alone, on the shared
+   * registry and bus (the Mesh contract suite drives them). Its mesh's
+   * events go wherever `mesh.start` is told.
+   */
+  bare (name: string): { store: Store, mesh: Mesh } {
+    if (this.local) throw new Error('a local cluster has no shared registry')
+    if (this.states.has(name)) throw new Error(`node ${name} exists`)
+    this.states.set(name, { name, dead: false, stopped: false, left: false, unreachable: false, answersHeld: null, events: null })
+    return { store: this.storeFor(name), mesh: this.meshFor(name) }
+  }
+
+  private state (name: string): NodeState {
+    const node = this.states.get(name)
+    if (node === undefined) throw new Error(`no node ${name}`)
     return node
   }
 
@@ -355,8 +383,16 @@ export class FakeCluster {
       const result = this.endEntry(peerId, dead)
       if (result !== null && result.roomId !== '') ended.push(result)
     }
-    if (ended.length > 0) this.get(by).events?.sessionsEnded(ended)
+    if (ended.length > 0) this.state(by).events?.sessionsEnded(ended)
     return ended
+  }
+
+  /** Redis loses every key. */
+  loseData (): void {
+    this.rooms.clear()
+    this.bindings.clear()
+    this.sessions.clear()
+    this.parked.clear()
   }
 
   createRoom (roomId: string): void {
@@ -385,7 +421,7 @@ export class FakeCluster {
   }
 
   private async run<T> (node: string, op: Op, apply: () => T): Promise<T> {
-    const n = this.get(node)
+    const n = this.state(node)
     if (n.dead) return never()
     if (n.unreachable) throw new StoreUnavailableError()
     const key = `${node}:${op}`
@@ -406,10 +442,10 @@ export class FakeCluster {
   }
 
   /** Publishes from `name` are answered late, until `releaseAnswers`. */
-  holdAnswers (name: string): void { this.get(name).answersHeld ??= [] }
+  holdAnswers (name: string): void { this.state(name).answersHeld ??= [] }
 
   releaseAnswers (name: string): void {
-    const node = this.get(name)
+    const node = this.state(name)
     const held = node.answersHeld ?? []
     node.answersHeld = null
     for (const answer of held) answer()
@@ -475,7 +511,7 @@ export class FakeCluster {
     const msg = decodeBus(payload)
     if (msg === null) throw new Error(`undecodable bus payload: ${payload}`)
     link.delivered.push(payload)
-    this.get(link.to).events?.message(msg)
+    this.state(link.to).events?.message(msg)
     return msg
   }
 
@@ -492,7 +528,7 @@ export class FakeCluster {
       // One message per link per round: what each delivery sets off runs before the next.
       for (const link of [...this.links.values()]) {
         if (link.held || link.queue.length === 0) continue
-        const target = this.nodes.get(link.to)
+        const target = this.states.get(link.to)
         if (target === undefined || target.dead) {
           link.queue.length = 0
           continue
@@ -504,7 +540,7 @@ export class FakeCluster {
   }
 
   private subscribed (name: string): boolean {
-    const node = this.nodes.get(name)
+    const node = this.states.get(name)
     return node !== undefined && !node.dead && !node.stopped
   }
 
@@ -599,10 +635,10 @@ export class FakeCluster {
 
   private meshFor (name: string): Mesh {
     const cluster = this
-    const node = (): TestNode => this.get(name)
+    const node = (): NodeState => this.state(name)
     return {
       node: name,
-      get reachable () { return !cluster.get(name).unreachable },
+      get reachable () { return !cluster.state(name).unreachable },
       start: async (events) => { node().events = events },
       send: (to, msg) => {
         const n = node()
@@ -670,15 +706,15 @@ export class FakeCluster {
         return entry.node
       }),
       othersAlive: () => this.run(name, 'othersAlive', () => {
-        for (const other of this.nodes.values()) if (other.name !== name && !other.dead && !other.left) return true
+        for (const other of this.states.values()) if (other.name !== name && !other.dead && !other.left) return true
         return false
       }),
       restore: async () => { /* the fake registry never loses its data */ },
       get liveNodes () {
-        return [...cluster.nodes.values()].filter(other => !other.dead && !other.left).map(other => other.name)
+        return [...cluster.states.values()].filter(other => !other.dead && !other.left).map(other => other.name)
       },
       get othersSeen () {
-        for (const other of cluster.nodes.values()) if (other.name !== name && !other.dead && !other.left) return true
+        for (const other of cluster.states.values()) if (other.name !== name && !other.dead && !other.left) return true
         return false
       },
       stop: async () => {
