@@ -73,6 +73,21 @@ for (const kind of WORLDS) {
       await joined(a, 'r', 'p', 'h1')
       t.same(await b.mesh.readSession('p'), { secret: 'h1', room: 'r', node: 'a' })
       t.equal(await b.mesh.readSession('ghost'), null)
+      await a.store.joinRoom('r', 'nosecret', 8)
+      t.equal(await b.mesh.readSession('nosecret'), null, 'a join without a secret leaves nothing to resume')
+    })
+
+    t.test('a join of a peer whose session exists takes it over with the new secret and room, and keeps its epoch', async (t) => {
+      const w = world(t)
+      const a = await w.node('a')
+      const b = await w.node('b')
+      await joined(a, 'r', 'p', 'h1')
+      await b.mesh.claimSession('p', 'h1', 'h2')
+      await joined(a, 'r2', 'p', 'h5')
+      t.same(await b.mesh.readSession('p'), { secret: 'h5', room: 'r2', node: 'a' })
+      await a.store.leaveRoom('r', 'p')
+      t.same(await b.mesh.readSession('p'), { secret: 'h5', room: 'r2', node: 'a' }, 'leaving another room leaves the session\'s room alone')
+      t.match(await b.mesh.claimSession('p', 'h5', 'h6'), { previous: 'a', roomId: 'r2', epoch: 2 }, 'the epoch went on')
     })
 
     t.test('claimSession: only with the current secret; moves the owner and the route, bumps the epoch', async (t) => {
@@ -108,6 +123,7 @@ for (const kind of WORLDS) {
       await joined(a, 'r', 'q', 'hq')
       t.equal(await a.store.leaveRoom('r', 'p'), true)
       t.same(await b.mesh.readSession('p'), { secret: 'h1', room: '', node: 'a' }, 'the session outlives the membership')
+      t.equal(await b.store.peerRoom('p'), null)
       t.match(await b.mesh.claimSession('p', 'h1', 'h2'), { previous: 'a', roomId: null, members: [], epoch: 1 })
       t.same(await a.store.roomMembers('r'), ['q'], 'the claim did not put it back in the room')
     })
@@ -227,6 +243,7 @@ for (const kind of WORLDS) {
       t.same(await a.mesh.readSession('p'), { secret: 'h1', room: 'r', node: 'a' })
       t.same(await a.mesh.readSession('q'), { secret: 'hq', room: 'r', node: 'b' }, 'the owner\'s rewrite wins')
       t.same((await a.store.roomMembers('r')).sort(), ['p', 'q'], 'the memberships are back')
+      t.equal(await a.store.peerRoom('p'), 'r', 'with the peer\'s binding to its room')
       const claimed = await b.mesh.claimSession('p', 'h1', 'h2')
       t.match(claimed, { previous: 'a', roomId: 'r', epoch: 4 }, 'the epoch goes on from the restored one')
       t.same(byPeer(claimed?.members ?? []), [{ peerId: 'p', instance: 'b' }, { peerId: 'q', instance: 'b' }])
