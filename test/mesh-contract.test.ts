@@ -267,11 +267,19 @@ for (const kind of WORLDS) {
       const b = await w.node('b')
       const sends: Array<Promise<boolean>> = []
       const msg = (i: number): BusMessage => ({ kind: 'T', origin: 'b', peerId: `p${i}` })
-      for (let i = 0; i < 20; i++) sends.push(b.mesh.send('a', msg(i)))
+      const burst = (): void => { for (let k = 0; k < 5; k++) sends.push(b.mesh.send('a', msg(sends.length))) }
+      burst()
       await new Promise(resolve => setImmediate(resolve))
-      for (let i = 20; i < 40; i++) sends.push(b.mesh.send('a', msg(i)))
-      await a.mesh.stop()
-      const atStop = a.messages.length
+      burst()
+      let atStop = -1
+      const stopped = a.mesh.stop().then(() => { atStop = a.messages.length })
+      // Sends keep leaving while the stop is under way.
+      for (;;) {
+        burst()
+        await new Promise(resolve => setImmediate(resolve))
+        if (atStop >= 0) break
+      }
+      await stopped
       const answered = await Promise.all(sends)
       await w.elapse(100)
       t.equal(a.messages.length, atStop, 'nothing arrives after stop resolved')
