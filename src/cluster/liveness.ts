@@ -4,7 +4,7 @@ import { instanceRecordTtlS, redisKeys } from '../redis/keys'
 import type { RedisLink } from '../redis/link'
 import type { EndedSession } from '../signaling/mesh'
 import type { Member } from '../store/types'
-import type { Logger } from '../signaling/types'
+import type { Clock, Logger, TimerHandle } from '../signaling/types'
 import type { FleetMarker } from './fleet-marker'
 
 /*
@@ -13,7 +13,18 @@ import type { FleetMarker } from './fleet-marker'
  * OOM, host loss, or a drain that left sessions behind): one survivor takes
  * the reap lock, waits the resume grace so the dead instance's peers can
  * resume elsewhere, then ends every session the dead instance still owns.
+ *
+ * Time comes from a Clock port (its `now` is what the heartbeat writes and
+ * judges by, its timers run the beats and the graces), so the unit tests
+ * drive it with a fake clock against a real Redis.
  */
+
+/** The wall clock (unref'd timers): what a mesh uses unless it is given another. */
+export const wallClock: Clock = {
+  now: () => Date.now(),
+  setTimeout: (fn, ms) => setTimeout(fn, ms).unref(),
+  clearTimeout: (timer) => clearTimeout(timer)
+}
 
 /** What the Redis mesh and its liveness share. */
 export interface MeshSettings {
@@ -27,6 +38,8 @@ export interface MeshSettings {
   log: Logger
   /** The command connection's circuit breaker: every call goes through it. */
   link: RedisLink
+  /** Time and timers of the heartbeat and the reaping (default: wallClock). */
+  clock?: Clock
 }
 
 export interface LivenessOptions extends MeshSettings {
@@ -39,27 +52,30 @@ export interface LivenessOptions extends MeshSettings {
   onSessionsEnded: (ended: EndedSession[]) => void
   /** Read back with every heartbeat: a changed marker means Redis lost its data. */
   marker: FleetMarker
+  clock: Clock
 }
 
 export function createLiveness (opts: LivenessOptions) {
-  const { redis } = opts
+  const { redis, clock } = opts
   const keys = redisKeys(opts.keyPrefix, opts.cluster)
   const heartbeatMs = Math.max(100, Math.floor(opts.deadAfterMs / 3))
-  const reapTimers = new Set<NodeJS.Timeout>()
-  /** Since when our own Redis link has been up: reaping waits a full window after an outage. */
-  let healthySince: number | null = redis.status === 'ready' ? Date.now() : null
+  const reapTimers = new Set<TimerHandle>()
+  let beatTimer: TimerHandle | null = null
+  let started = false
   let stopped = false
+  /** Since when our own Redis link has been up: reaping waits a full window after an outage. */
+  let healthySince: number | null = null
   /** Whether the last heartbeat saw another live instance, and which instances it saw alive. */
   let othersSeen = false
   let liveNodes: string[] = [opts.node]
   /** When this instance's record was last written, and the longest silence since the last ownership check. */
-  let lastBeatAt = Date.now()
+  let lastBeatAt = clock.now()
   let longestSilence = 0
-  redis.on('ready', () => { healthySince ??= Date.now() })
-  redis.on('close', () => { healthySince = null })
+  const onReady = (): void => { healthySince ??= clock.now() }
+  const onClose = (): void => { healthySince = null }
 
   async function heartbeat (): Promise<void> {
-    const now = Date.now()
+    const now = clock.now()
     const ttlS = instanceRecordTtlS(opts)
     // GT: a beat delayed on a hung connection never overwrites a newer one.
     // (A transaction only within a slot: on a cluster the peer set is elsewhere.)
@@ -82,7 +98,7 @@ export function createLiveness (opts: LivenessOptions) {
       const won = await redis.set(keys.reapKey(instance), opts.node, 'PX', lockMs, 'NX')
       if (won !== 'OK') continue
       opts.log.warn({ instance }, 'instance stopped heart-beating; its peers are ended after the resume grace unless they resume')
-      const timer = setTimeout(() => {
+      const timer = clock.setTimeout(() => {
         reapTimers.delete(timer)
         opts.link.run(() => reap(instance)).catch((err: unknown) => opts.log.error({ err, instance }, 'reaping a dead instance failed; another instance will retry'))
       }, opts.resumeGraceMs)
@@ -94,7 +110,7 @@ export function createLiveness (opts: LivenessOptions) {
   async function writeMarker (ttlS: number): Promise<string | null> {
     // A new value at every write: a marker re-created after a loss must never
     // equal the one it replaces, even when the same instance writes both.
-    const fresh = `${opts.node}:${Date.now()}:${randomBytes(6).toString('base64url')}`
+    const fresh = `${opts.node}:${clock.now()}:${randomBytes(6).toString('base64url')}`
     const reply = await redis.multi().set(keys.fleetKey, fresh, 'EX', opts.sessionTtlS, 'NX').get(keys.fleetKey).expire(keys.fleetKey, Math.max(ttlS, opts.sessionTtlS)).exec()
     const current = reply?.[1]?.[1]
     return typeof current === 'string' ? current : null
@@ -107,7 +123,7 @@ export function createLiveness (opts: LivenessOptions) {
   async function reap (instance: string): Promise<void> {
     // It may have come back meanwhile (it was frozen, or cut off from Redis): then it is not dead.
     const score = await redis.zscore(keys.instancesKey, instance)
-    if (score !== null && Number(score) > Date.now() - opts.deadAfterMs) {
+    if (score !== null && Number(score) > clock.now() - opts.deadAfterMs) {
       await redis.del(keys.reapKey(instance))
       opts.log.info({ instance }, 'instance came back before its peers were ended; nothing reaped')
       return
@@ -123,15 +139,28 @@ export function createLiveness (opts: LivenessOptions) {
     if (ended.length > 0) opts.onSessionsEnded(ended)
   }
 
-  const beat = (): void => {
+  /** One heartbeat; resolves when it is done (a failure is left to the next one). */
+  const beat = async (): Promise<void> => {
     if (stopped) return
-    opts.link.run(heartbeat).catch(() => { /* Redis down: the link logs it; the next beat retries */ })
+    await opts.link.run(heartbeat).catch(() => { /* Redis down: the link logs it; the next beat retries */ })
   }
-  const timer = setInterval(beat, heartbeatMs)
-  timer.unref()
+  /** Beats every heartbeatMs, whether or not the last beat has answered (a hung one must not stop the next). */
+  const tick = (): void => {
+    beatTimer = clock.setTimeout(tick, heartbeatMs)
+    beat().catch(() => {})
+  }
 
   return {
-    start: beat,
+    /** Starts heart-beating (the first beat at once); a second call does nothing. */
+    start (): void {
+      if (started || stopped) return
+      started = true
+      healthySince = redis.status === 'ready' ? clock.now() : null
+      lastBeatAt = clock.now()
+      redis.on('ready', onReady)
+      redis.on('close', onClose)
+      tick()
+    },
 
     get othersSeen (): boolean {
       return othersSeen
@@ -148,7 +177,7 @@ export function createLiveness (opts: LivenessOptions) {
      * ended by someone else rather than lost by Redis.
      */
     takeSilence (): boolean {
-      const silence = Math.max(longestSilence, Date.now() - lastBeatAt)
+      const silence = Math.max(longestSilence, clock.now() - lastBeatAt)
       longestSilence = 0
       return silence >= opts.deadAfterMs
     },
@@ -169,9 +198,12 @@ export function createLiveness (opts: LivenessOptions) {
      */
     async stop (sessionsLeft: boolean): Promise<void> {
       stopped = true
-      clearInterval(timer)
-      for (const t of reapTimers) clearTimeout(t)
+      if (beatTimer !== null) clock.clearTimeout(beatTimer)
+      beatTimer = null
+      for (const t of reapTimers) clock.clearTimeout(t)
       reapTimers.clear()
+      redis.off('ready', onReady)
+      redis.off('close', onClose)
       await opts.link.run(async () => {
         if (sessionsLeft) await redis.zadd(keys.instancesKey, 0, opts.node)
         else await Promise.all([redis.zrem(keys.instancesKey, opts.node), redis.del(keys.ownedKey(opts.node))])

@@ -6,7 +6,7 @@ import { Cluster } from 'ioredis'
 import type { RedisLink } from '../redis/link'
 import type { Handover, Mesh, MeshEvents } from '../signaling/mesh'
 import { decodeBus, encodeBus } from './codec'
-import { createLiveness, type MeshSettings } from './liveness'
+import { createLiveness, wallClock, type MeshSettings } from './liveness'
 import { FleetMarker } from './fleet-marker'
 import { StoreUnavailableError } from '../store/types'
 import { brief } from '../brief'
@@ -141,6 +141,7 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
 
   const liveness = createLiveness({
     ...opts,
+    clock: opts.clock ?? wallClock,
     redis,
     // Which key names liveness builds (hash-tagged on a cluster).
     cluster: redis instanceof Cluster,

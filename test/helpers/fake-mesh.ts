@@ -22,6 +22,13 @@ import type { Clock, ConnectionHandle, HubLimits, Logger, SignalingMetrics, Time
  *                  released and delivered out of turn to force races; nodes
  *                  can crash (messages to them are lost, send() answers false,
  *                  their timers and registry calls never run again).
+ *                  Each node heart-beats on its clock as liveness.ts does: a
+ *                  gap of deadAfterMs makes it reapable, a survivor ends the
+ *                  sessions of a node that left with sessions after the
+ *                  grace, and a registry that lost its data is noticed at the
+ *                  next beat and believed again after `restore`. What it
+ *                  shares with the Redis scripts is pinned by the Mesh
+ *                  contract suite (test/mesh-contract.test.ts).
  *
  * Each node gets a real hub from createSignalingHub.
  */
@@ -213,7 +220,7 @@ export class FakeClient {
 
 interface SessionEntry { secret: string, room: string, node: string, epoch: number }
 
-type Op = 'createRoom' | 'joinRoom' | 'leaveRoom' | 'readSession' | 'claimSession' | 'rotateSecret' | 'endSession' | 'ownerOf' | 'ownersOf' | 'park' | 'othersAlive' | 'stop' | 'leave'
+type Op = 'createRoom' | 'joinRoom' | 'leaveRoom' | 'readSession' | 'claimSession' | 'rotateSecret' | 'endSession' | 'ownerOf' | 'ownersOf' | 'park' | 'restore' | 'othersAlive'
 type Hook = { when: 'before' | 'after', fn: () => unknown }
 
 interface Link { from: string, to: string, queue: string[], held: boolean, delivered: string[] }
@@ -235,13 +242,9 @@ export const DEFAULT_LIMITS: HubLimits = {
   evictAfterMs: 0
 }
 
-export interface TestNode {
+/** A node as the shared registry and bus see it. */
+export interface NodeState {
   readonly name: string
-  readonly hub: SignalingHub
-  readonly store: Store
-  readonly mesh: Mesh
-  readonly metrics: FakeMetrics
-  readonly clients: FakeClient[]
   /** Crashed: messages to it are lost and its code never runs again. */
   dead: boolean
   stopped: boolean
@@ -251,12 +254,30 @@ export interface TestNode {
   /** Its publishes are applied at once but answered only on `releaseAnswers` (a slow round trip). */
   answersHeld: Array<() => void> | null
   events: MeshEvents | null
+  /** Liveness: when it last beat, and the longest gap between beats since the last ownersOf. */
+  lastBeat: number
+  longestSilence: number
+  /** Left with sessions behind: a survivor ends them after the grace. */
+  abandoned: boolean
+  /** The registry lost its data and this node has not restored yet; `noticed` once it heard. */
+  lostRegistry: { noticed: boolean } | null
+}
+
+/** A node with a real hub on the fake ports. */
+export interface TestNode extends NodeState {
+  readonly hub: SignalingHub
+  readonly store: Store
+  readonly mesh: Mesh
+  readonly metrics: FakeMetrics
+  readonly clients: FakeClient[]
 }
 
 export interface ClusterOptions {
   limits?: Partial<HubLimits>
   /** One node on createLocalMesh + createMemoryStore (no registry, no bus). */
   local?: boolean
+  /** INSTANCE_DEAD_AFTER_MS of the fake's liveness. */
+  deadAfterMs?: number
 }
 
 const never = <T>(): Promise<T> => new Promise<T>(() => {})
@@ -265,6 +286,8 @@ export class FakeCluster {
   readonly clock = new FakeClock()
   readonly limits: HubLimits
   readonly nodes = new Map<string, TestNode>()
+  /** Every node, with a hub or bare (`bare`). */
+  private readonly states = new Map<string, NodeState>()
   /** roomId → peerId → node. */
   readonly rooms = new Map<string, Map<string, string>>()
   readonly bindings = new Map<string, string>()
@@ -276,17 +299,19 @@ export class FakeCluster {
   /** Rate limits and referrers (not what these tests are about). */
   private readonly misc: Store
   private readonly local: boolean
+  private readonly deadAfterMs: number
 
   constructor (opts: ClusterOptions = {}) {
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits }
     this.local = opts.local === true
+    this.deadAfterMs = opts.deadAfterMs ?? 15_000
     this.misc = createMemoryStore({ instanceId: 'misc', roomTtlS: 86400, roomEmptyTtlS: 900, joinLimitMax: 2, joinLimitWindowMs: 60_000, trackMaxRefsPerDay: 1000, now: () => this.clock.now() })
   }
 
   // --- nodes ---
 
   node (name: string): TestNode {
-    if (this.nodes.has(name)) throw new Error(`node ${name} exists`)
+    if (this.states.has(name)) throw new Error(`node ${name} exists`)
     const metrics = new FakeMetrics()
     let store: Store
     let mesh: Mesh
@@ -308,13 +333,36 @@ export class FakeCluster {
     })
     // As the signaling plugin does: the stall watchdog runs on the node's clock (a no-op with stallCheckMs 0).
     hub.startWatchdog()
-    const node: TestNode = { name, hub, store, mesh, metrics, clients: [], dead: false, stopped: false, left: false, unreachable: false, answersHeld: null, events: null }
+    const node: TestNode = { ...this.fresh(name), hub, store, mesh, metrics, clients: [] }
     this.nodes.set(name, node)
+    this.states.set(name, node)
     mesh.start({
       message: (msg) => hub.onBus(msg),
       sessionsEnded: (ended) => hub.peersGone(ended),
       registryLost: () => hub.registryLost()
     }).catch(() => {})
+    return node
+  }
+
+  /**
+   * A node without a hub: its Store and Mesh ports alone, on the shared
+   * registry and bus (the Mesh contract suite drives them). Its mesh's
+   * events go wherever `mesh.start` is told.
+   */
+  bare (name: string): { store: Store, mesh: Mesh } {
+    if (this.local) throw new Error('a local cluster has no shared registry')
+    if (this.states.has(name)) throw new Error(`node ${name} exists`)
+    this.states.set(name, this.fresh(name))
+    return { store: this.storeFor(name), mesh: this.meshFor(name) }
+  }
+
+  private fresh (name: string): NodeState {
+    return { name, dead: false, stopped: false, left: false, unreachable: false, answersHeld: null, events: null, lastBeat: this.clock.now(), longestSilence: 0, abandoned: false, lostRegistry: null }
+  }
+
+  private state (name: string): NodeState {
+    const node = this.states.get(name)
+    if (node === undefined) throw new Error(`no node ${name}`)
     return node
   }
 
@@ -349,14 +397,62 @@ export class FakeCluster {
    * ends every session the dead node still owns and tells `by`'s hub.
    */
   reap (dead: string, by: string): EndedSession[] {
+    // Only a node silent for deadAfterMs is reaped: it learns so at its next ownership check.
+    this.state(dead).longestSilence = Infinity
     const ended: EndedSession[] = []
     for (const [peerId, entry] of [...this.sessions]) {
       if (entry.node !== dead) continue
       const result = this.endEntry(peerId, dead)
       if (result !== null && result.roomId !== '') ended.push(result)
     }
-    if (ended.length > 0) this.get(by).events?.sessionsEnded(ended)
+    if (ended.length > 0) this.state(by).events?.sessionsEnded(ended)
     return ended
+  }
+
+  /** Redis loses every key. */
+  loseData (): void {
+    this.rooms.clear()
+    this.bindings.clear()
+    this.sessions.clear()
+    this.parked.clear()
+    for (const node of this.states.values()) node.lostRegistry = { noticed: false }
+  }
+
+  // --- liveness (src/cluster/liveness.ts) ---
+
+  /** Heart-beats on the node's clock every deadAfterMs/3 until it leaves (or crashes: its timers freeze). */
+  private startBeating (name: string): void {
+    const clock = this.clock.forNode(name)
+    const everyMs = Math.max(100, Math.floor(this.deadAfterMs / 3))
+    const tick = (): void => {
+      const node = this.state(name)
+      if (node.left) return
+      clock.setTimeout(tick, everyMs)
+      this.beat(node)
+    }
+    this.beat(this.state(name))
+    clock.setTimeout(tick, everyMs)
+  }
+
+  private beat (node: NodeState): void {
+    const now = this.clock.now()
+    node.longestSilence = Math.max(node.longestSilence, now - node.lastBeat)
+    node.lastBeat = now
+    if (node.unreachable) return
+    this.noticeLoss(node)
+    // A node that left with sessions: the first survivor to beat takes it (the reap lock) and ends them after the grace.
+    for (const other of this.states.values()) {
+      if (!other.abandoned) continue
+      other.abandoned = false
+      this.clock.forNode(node.name).setTimeout(() => { this.reap(other.name, node.name) }, this.limits.resumeGraceMs)
+    }
+  }
+
+  /** A lost registry is reported once, by the first read that sees it. */
+  private noticeLoss (node: NodeState): void {
+    if (node.lostRegistry === null || node.lostRegistry.noticed) return
+    node.lostRegistry.noticed = true
+    node.events?.registryLost()
   }
 
   createRoom (roomId: string): void {
@@ -385,7 +481,7 @@ export class FakeCluster {
   }
 
   private async run<T> (node: string, op: Op, apply: () => T): Promise<T> {
-    const n = this.get(node)
+    const n = this.state(node)
     if (n.dead) return never()
     if (n.unreachable) throw new StoreUnavailableError()
     const key = `${node}:${op}`
@@ -406,10 +502,10 @@ export class FakeCluster {
   }
 
   /** Publishes from `name` are answered late, until `releaseAnswers`. */
-  holdAnswers (name: string): void { this.get(name).answersHeld ??= [] }
+  holdAnswers (name: string): void { this.state(name).answersHeld ??= [] }
 
   releaseAnswers (name: string): void {
-    const node = this.get(name)
+    const node = this.state(name)
     const held = node.answersHeld ?? []
     node.answersHeld = null
     for (const answer of held) answer()
@@ -475,7 +571,7 @@ export class FakeCluster {
     const msg = decodeBus(payload)
     if (msg === null) throw new Error(`undecodable bus payload: ${payload}`)
     link.delivered.push(payload)
-    this.get(link.to).events?.message(msg)
+    this.state(link.to).events?.message(msg)
     return msg
   }
 
@@ -492,7 +588,7 @@ export class FakeCluster {
       // One message per link per round: what each delivery sets off runs before the next.
       for (const link of [...this.links.values()]) {
         if (link.held || link.queue.length === 0) continue
-        const target = this.nodes.get(link.to)
+        const target = this.states.get(link.to)
         if (target === undefined || target.dead) {
           link.queue.length = 0
           continue
@@ -504,7 +600,7 @@ export class FakeCluster {
   }
 
   private subscribed (name: string): boolean {
-    const node = this.nodes.get(name)
+    const node = this.states.get(name)
     return node !== undefined && !node.dead && !node.stopped
   }
 
@@ -599,11 +695,14 @@ export class FakeCluster {
 
   private meshFor (name: string): Mesh {
     const cluster = this
-    const node = (): TestNode => this.get(name)
+    const node = (): NodeState => this.state(name)
     return {
       node: name,
-      get reachable () { return !cluster.get(name).unreachable },
-      start: async (events) => { node().events = events },
+      get reachable () { return !cluster.state(name).unreachable },
+      start: async (events) => {
+        node().events = events
+        this.startBeating(name)
+      },
       send: (to, msg) => {
         const n = node()
         if (n.dead) return never()
@@ -657,8 +756,17 @@ export class FakeCluster {
       }),
       endSession: (peerId, _roomId, owner = name) => this.run(name, 'endSession', () => this.endEntry(peerId, owner)),
       ownerOf: (peerId) => this.run(name, 'ownerOf', () => this.sessions.get(peerId)?.node ?? null),
-      // Reapable: the fake's reap() is what a survivor does after this node's silence.
-      ownersOf: (peerIds) => this.run(name, 'ownersOf', () => ({ owners: new Map(peerIds.map(peerId => [peerId, this.sessions.get(peerId)?.node ?? null])), reapable: true })),
+      ownersOf: (peerIds) => this.run(name, 'ownersOf', () => {
+        const n = node()
+        if (n.lostRegistry !== null) {
+          this.noticeLoss(n)
+          return null
+        }
+        // Reapable: silent for deadAfterMs since the last check (or reaped by the fake's reap()).
+        const silence = Math.max(n.longestSilence, this.clock.now() - n.lastBeat)
+        n.longestSilence = 0
+        return { owners: new Map(peerIds.map(peerId => [peerId, this.sessions.get(peerId)?.node ?? null])), reapable: silence >= this.deadAfterMs }
+      }),
       park: (peerId, owner, handover) => this.run(name, 'park', () => {
         const entry = this.sessions.get(peerId)
         if (entry === undefined) return null
@@ -670,15 +778,28 @@ export class FakeCluster {
         return entry.node
       }),
       othersAlive: () => this.run(name, 'othersAlive', () => {
-        for (const other of this.nodes.values()) if (other.name !== name && !other.dead && !other.left) return true
+        for (const other of this.states.values()) if (other.name !== name && !other.dead && !other.left) return true
         return false
       }),
-      restore: async () => { /* the fake registry never loses its data */ },
+      // Like RESTORE_SESSION and RESTORE_MEMBER: a session another node owns by now is left alone.
+      restore: (entries) => this.run(name, 'restore', () => {
+        for (const e of entries) {
+          const entry = this.sessions.get(e.peerId)
+          if (entry !== undefined && entry.node !== name) continue
+          this.sessions.set(e.peerId, { secret: e.secret, room: e.roomId ?? '', node: name, epoch: Math.max(e.epoch, entry?.epoch ?? 0) })
+          if (e.roomId === null) continue
+          this.bindings.set(e.peerId, e.roomId)
+          const room = this.rooms.get(e.roomId) ?? new Map<string, string>()
+          room.set(e.peerId, name)
+          this.rooms.set(e.roomId, room)
+        }
+        node().lostRegistry = null
+      }),
       get liveNodes () {
-        return [...cluster.nodes.values()].filter(other => !other.dead && !other.left).map(other => other.name)
+        return [...cluster.states.values()].filter(other => !other.dead && !other.left).map(other => other.name)
       },
       get othersSeen () {
-        for (const other of cluster.nodes.values()) if (other.name !== name && !other.dead && !other.left) return true
+        for (const other of cluster.states.values()) if (other.name !== name && !other.dead && !other.left) return true
         return false
       },
       stop: async () => {
@@ -690,7 +811,11 @@ export class FakeCluster {
         }
         n.stopped = true
       },
-      leave: async () => { node().left = true }
+      leave: async (left) => {
+        const n = node()
+        n.left = true
+        n.abandoned = left.length > 0
+      }
     }
   }
 }
