@@ -115,8 +115,7 @@ export function redisWorld (t: Teardown, target: { redis: TestRedis } | { cluste
         redis,
         link,
         keyPrefix: prefix,
-        ownedTtlS: instanceRecordTtlS(settings),
-        cluster
+        ownedTtlS: instanceRecordTtlS(settings)
       })
       const mesh = createRedisMesh({ ...settings, redis, subscriber, link, node: name, log: silentLogger() })
       t.teardown(async () => {
