@@ -5,6 +5,7 @@ import { createLiveness, type LivenessOptions } from '../src/cluster/liveness'
 import { FleetMarker } from '../src/cluster/fleet-marker'
 import { RedisLink } from '../src/redis/link'
 import { redisKeys } from '../src/redis/keys'
+import { INSTANCE_PROTOCOL, INSTANCE_PROTOCOLS } from '../src/signaling/bus'
 import type { EndedSession } from '../src/signaling/mesh'
 import type { Logger } from '../src/signaling/types'
 import { FakeClock, silentLogger } from './helpers/fake-mesh'
@@ -82,7 +83,7 @@ async function instance (t: Teardown, clock: FakeClock, node: string, prefix: st
     link,
     clock: clock.forNode(node),
     redis: client,
-    cluster: false,
+    keys: redisKeys(prefix),
     marker: new FleetMarker(() => { lost++ }, 0, () => clock.now()),
     endSession: opts.endSession ?? (async (peerId, owner) => {
       endCalls.push({ peerId, owner })
@@ -326,4 +327,26 @@ t.test('an instance whose own connection (re)connected judges nobody for a full 
   t.equal(await redis.client.get(keys.reapKey('b')), null, 'not judged right after the reconnection')
   await advance(clock, DEAD_AFTER_MS, a)
   t.equal(await redis.client.get(keys.reapKey('b')), 'a', 'judged a full window after it')
+})
+
+t.test('instance protocols: each beat advertises this release\'s versions and reads the others\'; the highest shared one is used, 1 for an instance that advertises nothing', async (t) => {
+  const clock = new FakeClock()
+  const p = prefix()
+  const keys = redisKeys(p)
+  const a = await instance(t, clock, 'a', p)
+  a.liveness.start()
+  await a.link.idle()
+  t.equal(await redis.client.hget(keys.instanceProtocolsKey, 'a'), INSTANCE_PROTOCOLS.join(','), 'advertised in its record')
+  t.ok(await redis.client.ttl(keys.instanceProtocolsKey) > 0, 'with a TTL')
+  // Others, as releases would write them: 1.0.0 writes nothing; a later release speaks N and N-1.
+  await redis.client.hset(keys.instanceProtocolsKey, 'future', `${INSTANCE_PROTOCOL},${INSTANCE_PROTOCOL + 1}`, 'odd', 'x,0,-1', 'old', '1')
+  t.equal(a.liveness.protocolOf('future'), 1, 'not read until the next beat: the safe default')
+  await advance(clock, HEARTBEAT_MS, a)
+  t.equal(a.liveness.protocolOf('future'), INSTANCE_PROTOCOL, 'a newer release: the highest version both speak')
+  t.equal(a.liveness.protocolOf('old'), 1)
+  t.equal(a.liveness.protocolOf('silent'), 1, 'an instance that advertises nothing (1.0.0) is spoken to in version 1')
+  t.equal(a.liveness.protocolOf('odd'), 1, 'garbage advertises nothing')
+  t.equal(a.liveness.protocolOf('a'), INSTANCE_PROTOCOL)
+  await a.liveness.stop(false)
+  t.equal(await redis.client.hget(keys.instanceProtocolsKey, 'a'), null, 'a clean stop removes its entry')
 })

@@ -27,6 +27,48 @@ const HeaderSchema = Type.Union([
 ])
 type Header = Static<typeof HeaderSchema>
 const headerCheck = TypeCompiler.Compile(HeaderSchema)
+/** Instance protocol 2: a batch's header, the length of each message in it (in string units). */
+const batchCheck = TypeCompiler.Compile(Type.Tuple([Type.Literal('B'), Type.Array(Int, { minItems: 1 })]))
+const BATCH_PREFIX = '["B",'
+
+/**
+ * Instance protocol 2: several encoded messages for one instance in one
+ * pub/sub payload (one PUBLISH, one delivery to the subscriber instead of
+ * one per message). A header line lists their lengths; the messages follow
+ * verbatim, in order. Only sent to instances that advertise version 2.
+ */
+export function encodeBatch (payloads: readonly string[]): string {
+  return `${JSON.stringify(['B', payloads.map(p => p.length)])}\n${payloads.join('')}`
+}
+
+/**
+ * Parses a payload from another instance: one message (version 1) or a
+ * batch of them (version 2). Null for a malformed payload; a null entry for a
+ * malformed message in a batch (the caller drops those).
+ */
+export function decodePayload (payload: string): Array<BusMessage | null> | null {
+  if (!payload.startsWith(BATCH_PREFIX)) return [decodeBus(payload)]
+  const newline = payload.indexOf('\n')
+  if (newline < 0) return null
+  let header: unknown
+  try {
+    header = JSON.parse(payload.slice(0, newline))
+  } catch {
+    return null
+  }
+  if (!batchCheck.Check(header)) return null
+  const lengths = header[1]
+  let total = 0
+  for (const length of lengths) total += length
+  if (newline + 1 + total !== payload.length) return null
+  const out: Array<BusMessage | null> = []
+  let at = newline + 1
+  for (const length of lengths) {
+    out.push(decodeBus(payload.slice(at, at + length)))
+    at += length
+  }
+  return out
+}
 
 export function encodeBus (msg: BusMessage): string {
   switch (msg.kind) {

@@ -1,10 +1,12 @@
 import { randomBytes } from 'node:crypto'
 import type { RedisClient } from '../redis/client'
-import { instanceRecordTtlS, redisKeys } from '../redis/keys'
+import { INSTANCE_PROTOCOLS } from '../signaling/bus'
+import { instanceRecordTtlS, type RedisKeys } from '../redis/keys'
 import type { RedisLink } from '../redis/link'
 import type { EndedSession } from '../signaling/mesh'
 import type { Member } from '../store/types'
-import type { Clock, Logger, TimerHandle } from '../signaling/types'
+import type { Clock, TimerHandle } from '../clock'
+import type { Logger } from '../signaling/types'
 import type { FleetMarker } from './fleet-marker'
 
 /*
@@ -19,13 +21,6 @@ import type { FleetMarker } from './fleet-marker'
  * drive it with a fake clock against a real Redis.
  */
 
-/** The wall clock (unref'd timers): what a mesh uses unless it is given another. */
-export const wallClock: Clock = {
-  now: () => Date.now(),
-  setTimeout: (fn, ms) => setTimeout(fn, ms).unref(),
-  clearTimeout: (timer) => clearTimeout(timer)
-}
-
 /** What the Redis mesh and its liveness share. */
 export interface MeshSettings {
   keyPrefix: string
@@ -38,14 +33,14 @@ export interface MeshSettings {
   log: Logger
   /** The command connection's circuit breaker: every call goes through it. */
   link: RedisLink
-  /** Time and timers of the heartbeat and the reaping (default: wallClock). */
+  /** Time and timers of the heartbeat and the reaping (default: the system clock). */
   clock?: Clock
 }
 
 export interface LivenessOptions extends MeshSettings {
   redis: RedisClient
-  /** Redis Cluster: the instances set and an instance's peer set are in different slots. */
-  cluster: boolean
+  /** The key names (the layout's: hash-tagged on a cluster). */
+  keys: RedisKeys
   /** Ends a session if `owner` still owns it (the mesh's endSession). */
   endSession: (peerId: string, owner: string) => Promise<{ roomId: string, remaining: Member[] } | null>
   /** Sessions of a dead instance that were ended after the grace: tell their rooms. */
@@ -57,7 +52,8 @@ export interface LivenessOptions extends MeshSettings {
 
 export function createLiveness (opts: LivenessOptions) {
   const { redis, clock } = opts
-  const keys = redisKeys(opts.keyPrefix, opts.cluster)
+  const { keys } = opts
+  const spoken = INSTANCE_PROTOCOLS.join(',')
   const heartbeatMs = Math.max(100, Math.floor(opts.deadAfterMs / 3))
   const reapTimers = new Set<TimerHandle>()
   let beatTimer: TimerHandle | null = null
@@ -68,6 +64,8 @@ export function createLiveness (opts: LivenessOptions) {
   /** Whether the last heartbeat saw another live instance, and which instances it saw alive. */
   let othersSeen = false
   let liveNodes: string[] = [opts.node]
+  /** The instance protocols each instance advertised at the last heartbeat (none: version 1, as 1.0.0). */
+  let advertised = new Map<string, number[]>()
   /** When this instance's record was last written, and the longest silence since the last ownership check. */
   let lastBeatAt = clock.now()
   let longestSilence = 0
@@ -87,6 +85,7 @@ export function createLiveness (opts: LivenessOptions) {
     longestSilence = Math.max(longestSilence, now - lastBeatAt)
     lastBeatAt = now
     await redis.expire(keys.ownedKey(opts.node), ttlS)
+    await advertise(ttlS)
     await checkMarker(ttlS)
     // Only judge others once our own view has been continuous for a full
     // window: after an outage everyone's heartbeat is stale for a moment.
@@ -104,6 +103,19 @@ export function createLiveness (opts: LivenessOptions) {
       }, opts.resumeGraceMs)
       reapTimers.add(timer)
     }
+  }
+
+  /** Writes the instance protocols this instance speaks into its record, and reads everyone's. */
+  async function advertise (ttlS: number): Promise<void> {
+    const reply = await redis.multi().hset(keys.instanceProtocolsKey, opts.node, spoken).expire(keys.instanceProtocolsKey, ttlS)
+      .hgetall(keys.instanceProtocolsKey).exec()
+    const all = reply?.[2]?.[1]
+    if (typeof all !== 'object' || all === null) return
+    const next = new Map<string, number[]>()
+    for (const [node, list] of Object.entries(all as Record<string, string>)) {
+      next.set(node, list.split(',').map(Number).filter(v => Number.isInteger(v) && v > 0))
+    }
+    advertised = next
   }
 
   /** Writes the fleet marker if it is missing, and reads it back (fleet-marker.ts). */
@@ -134,7 +146,7 @@ export function createLiveness (opts: LivenessOptions) {
       const reply = await opts.endSession(peerId, instance)
       if (reply !== null && reply.roomId !== '') ended.push({ peerId, ...reply })
     }
-    await Promise.all([redis.del(keys.ownedKey(instance)), redis.zrem(keys.instancesKey, instance), redis.del(keys.reapKey(instance))])
+    await Promise.all([redis.del(keys.ownedKey(instance)), redis.zrem(keys.instancesKey, instance), redis.hdel(keys.instanceProtocolsKey, instance), redis.del(keys.reapKey(instance))])
     opts.log.info({ instance, sessions: peerIds.length, inRooms: ended.length }, 'dead instance cleaned up')
     if (ended.length > 0) opts.onSessionsEnded(ended)
   }
@@ -168,6 +180,19 @@ export function createLiveness (opts: LivenessOptions) {
 
     get liveNodes (): readonly string[] {
       return liveNodes
+    },
+
+    /**
+     * The highest instance protocol this instance shares with `node`, from
+     * what it advertised at the last heartbeat; 1 for an instance that
+     * advertised nothing (1.0.0, or one not read yet).
+     */
+    protocolOf (node: string): number {
+      const theirs = advertised.get(node)
+      if (theirs === undefined) return 1
+      let best = 1
+      for (const version of theirs) if (version > best && INSTANCE_PROTOCOLS.includes(version)) best = version
+      return best
     },
 
     /**
@@ -206,7 +231,7 @@ export function createLiveness (opts: LivenessOptions) {
       redis.off('close', onClose)
       await opts.link.run(async () => {
         if (sessionsLeft) await redis.zadd(keys.instancesKey, 0, opts.node)
-        else await Promise.all([redis.zrem(keys.instancesKey, opts.node), redis.del(keys.ownedKey(opts.node))])
+        else await Promise.all([redis.zrem(keys.instancesKey, opts.node), redis.del(keys.ownedKey(opts.node)), redis.hdel(keys.instanceProtocolsKey, opts.node)])
       }).catch(() => {})
     }
   }

@@ -2,11 +2,11 @@ import type { RedisClient } from '../redis/client'
 import { instanceRecordTtlS } from '../redis/keys'
 import { createLayout } from '../redis/layouts'
 import { parkHandover, restoreMember, restoreSession, rotateSecret } from '../redis/scripts'
-import { Cluster } from 'ioredis'
 import type { RedisLink } from '../redis/link'
 import type { Handover, Mesh, MeshEvents } from '../signaling/mesh'
-import { decodeBus, encodeBus } from './codec'
-import { createLiveness, wallClock, type MeshSettings } from './liveness'
+import { decodePayload, encodeBatch, encodeBus } from './codec'
+import { createLiveness, type MeshSettings } from './liveness'
+import { systemClock } from '../clock'
 import { FleetMarker } from './fleet-marker'
 import { StoreUnavailableError } from '../store/types'
 import { brief } from '../brief'
@@ -65,8 +65,9 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
    * Messages to other instances leave once per event-loop turn: one script
    * call per target instance carries everything for it, in order. Redis then
    * runs one script and one deadline check per batch instead of per message,
-   * and this process builds one command; each message is still its own
-   * PUBLISH, so a receiver (of any version) reads them exactly as before.
+   * and this process builds one command. To an instance that speaks instance
+   * protocol 2 the batch is one payload (one PUBLISH, one delivery); to one
+   * that speaks only version 1 (1.0.0) each message is its own PUBLISH.
    * Publishes therefore reach Redis after the commands issued in the same
    * turn (and to different instances grouped by target): no receiver reads
    * Redis state in answer to a bus message, which is what keeps that safe.
@@ -101,7 +102,9 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
   }
 
   function publishBatch (node: string, batch: Outgoing[]): void {
-    guard(() => layout.publish({ node, payloads: batch.map(m => m.payload) })).then((receivers) => {
+    const payloads = batch.map(m => m.payload)
+    const combined = batch.length > 1 && liveness.protocolOf(node) >= 2 ? [encodeBatch(payloads)] : payloads
+    guard(() => layout.publish({ node, payloads: combined })).then((receivers) => {
       for (const m of batch) m.done(receivers > 0)
     }, (err: unknown) => {
       for (const m of batch) m.failed(err)
@@ -141,10 +144,9 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
 
   const liveness = createLiveness({
     ...opts,
-    clock: opts.clock ?? wallClock,
+    clock: opts.clock ?? systemClock,
     redis,
-    // Which key names liveness builds (hash-tagged on a cluster).
-    cluster: redis instanceof Cluster,
+    keys,
     marker,
     endSession,
     onSessionsEnded: (ended) => events?.sessionsEnded(ended)
@@ -158,9 +160,15 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
   const unsubscribeOwn = (): Promise<unknown> => layout.unsubscribe(subscriber, ownChannel)
   subscriber.on(layout.messageEvent, (channel: string, payload: string) => {
     if (channel !== ownChannel || events === null) return
-    const msg = decodeBus(payload)
-    if (msg === null) opts.log.warn('dropped a malformed message from another instance')
-    else events.message(msg)
+    const messages = decodePayload(payload)
+    if (messages === null) {
+      opts.log.warn('dropped a malformed payload from another instance')
+      return
+    }
+    for (const msg of messages) {
+      if (msg === null) opts.log.warn('dropped a malformed message from another instance')
+      else events.message(msg)
+    }
   })
   // Subscribe on every (re)connection: ioredis replays only subscriptions that
   // once succeeded, and a first attempt fails while Redis is unreachable.

@@ -13,6 +13,9 @@
  *   instances                sorted set: instance id → last heartbeat (ms)
  *   instance:<id>:peers      set of the peer ids whose sessions that instance owns (TTL set
  *                            with every addition, refreshed by the heartbeat)
+ *   instance-protocols       hash instance id → the instance protocols it speaks ("1,2"),
+ *                            written with every heartbeat (same TTL as `instances`); an
+ *                            instance without an entry speaks version 1 (1.0.0)
  *   reap:<id>                lock: which live instance cleans up after a dead one
  *   fleet                    string: a marker written once (NX) and refreshed by every
  *                            heartbeat; a different value means Redis lost its data (a
@@ -50,6 +53,8 @@ export function redisKeys (prefix: string, cluster = false) {
     /** Sharded pub/sub on a cluster: the channel lives on its instance's slot. */
     channel: (instance: string) => `${prefix}instance:${tag(instance)}`,
     instancesKey: `${prefix}instances`,
+    /** Per instance: the instance protocols it speaks (comma-separated); none means 1.0.0's version 1. */
+    instanceProtocolsKey: `${prefix}instance-protocols`,
     /** The fleet's marker: a value that changes only when Redis lost its data. */
     fleetKey: `${prefix}fleet`,
     reapKey: (instance: string) => `${prefix}reap:${instance}`,

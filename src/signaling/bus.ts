@@ -28,8 +28,12 @@
  * previous release (or a rollback to it) mixes two versions that understand
  * each other; CHANGELOG.md lists what each version changed. An instance
  * record that advertises nothing is version 1 (1.0.0 advertised nothing).
+ *
+ *   1  1.0.0: one message per pub/sub payload (src/cluster/codec.ts)
+ *   2  1.1.0: also several messages for one instance in one payload (a batch);
+ *      everything else as in 1
  */
-export const INSTANCE_PROTOCOLS: readonly number[] = [1]
+export const INSTANCE_PROTOCOLS: readonly number[] = [1, 2]
 export const INSTANCE_PROTOCOL = Math.max(...INSTANCE_PROTOCOLS)
 
 /** A frame on its way to one peer, as held, handed over and re-sent. */

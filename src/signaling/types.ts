@@ -22,24 +22,7 @@ export interface Transport {
   readonly readyState: number
 }
 
-export type TimerHandle = ReturnType<typeof setTimeout>
-
-/** Time, injectable so the core's timing is testable without waiting. */
-export interface Clock {
-  now (): number
-  setTimeout (fn: () => void, ms: number): TimerHandle
-  clearTimeout (timer: TimerHandle): void
-}
-
-export const systemClock: Clock = {
-  now: () => Date.now(),
-  setTimeout: (fn, ms) => {
-    const timer = setTimeout(fn, ms)
-    timer.unref()
-    return timer
-  },
-  clearTimeout: (timer) => clearTimeout(timer)
-}
+export { systemClock, type Clock, type TimerHandle } from '../clock'
 
 export interface HubLimits {
   maxPeers: number
