@@ -52,7 +52,7 @@ const c8 = [
   '--all',
   '--src', 'src',
   ...FOLDERS.flatMap(folder => ['--include', `${folder}/**`]),
-  bin('tap'), '--disable-coverage', '--reporter', 'terse', ...tests
+  bin('tap'), '--disable-coverage', ...tests
 ]
 const run = spawnSync(bin('c8'), c8, { stdio: 'inherit' })
 if (run.status !== 0) {
