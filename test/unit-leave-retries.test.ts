@@ -1,6 +1,7 @@
 import t from 'tap'
 import { boom, FakeClock, join, pair } from './helpers/fake-mesh'
 import { LEAVE_RETRY_MS, LeaveRetries } from '../src/signaling/leave-retries'
+import { whileAdvancing } from './helpers/fake-time'
 
 /*
  * Leaves the store missed (src/signaling/leave-retries.ts), on the fake
@@ -84,4 +85,20 @@ t.test('a peer that is in the room here again when the retry runs is not removed
   t.same(calls, ['r/gone'], 'only the peer that is gone is removed')
   t.equal(retries.size, 0, 'both settled')
   t.equal(clock.pending(), 0, 'nothing re-armed')
+})
+
+t.test('an instance that has shut down and left the fleet stops retrying leaves', async (t) => {
+  const { c, a } = await pair(t, ['n1', 'n2'])
+  const n1 = c.get('n1')
+  c.intercept('n1', 'leaveRoom', boom)
+  a.send('leave', { roomId: 'r' })
+  await c.settle()
+  await whileAdvancing(c, n1.hub.shutdown(100))
+  await whileAdvancing(c, n1.hub.drain(100))
+  const bug = 'LeaveRetries.stop() is never called: shutdown and drain leave the retry timer armed, and it goes on writing to the store (closed by then) every 2 s'
+  t.equal(c.clock.pending('n1'), 0, 'no timer of the instance left', { todo: bug })
+  let calls = 0
+  n1.store.leaveRoom = async () => { calls++; return true }
+  await c.advance(3 * LEAVE_RETRY_MS)
+  t.equal(calls, 0, 'no store call after the drain', { todo: bug })
 })
