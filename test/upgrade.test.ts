@@ -115,13 +115,26 @@ interface Run {
   moves: number
 }
 
-function peer (t: Test, run: Run, name: string): ChurnPeer {
+/** A client of the run (counted with it unless `counted` is false), disposed in teardown. */
+function peer (t: Test, run: Run, name: string, counted = true): ChurnPeer {
   const steer = new Steered(run.live)
   const p = new ChurnPeer(name, { live: steer })
   run.steer.set(p, steer)
-  run.peers.push(p)
+  if (counted) run.peers.push(p)
   t.teardown(() => p.dispose())
   return p
+}
+
+/**
+ * Runs one step; a failure is reported with what was seen and the run goes
+ * on, so that its count still shows what else went wrong.
+ */
+async function attempt (t: Test, what: string, fn: () => Promise<void>): Promise<void> {
+  try {
+    await fn()
+  } catch (err) {
+    t.fail(`${what}: ${(err as Error).message}`)
+  }
 }
 
 async function connected (p: ChurnPeer, node: Node): Promise<void> {
@@ -198,13 +211,24 @@ const ANSWER = { type: 'answer', sdp: 'v=0\r\n' }
  * A new pair meets across two instances of different versions: `first`
  * creates the room and joins on one, `second` joins on the other; then
  * ready → offer → answer → candidates, each checked as it arrives. The pair
- * then keeps streaming with the others.
+ * then keeps streaming with the others (and is counted with them); a pair
+ * that did not get through is closed and left out.
  */
-async function newPairAcross (t: Test, run: Run, first: Node, second: Node): Promise<void> {
+async function newPairAcross (t: Test, run: Run, first: Node, second: Node, n: number): Promise<void> {
+  const a = peer(t, run, `${run.label}-new${n}a`, false)
+  const b = peer(t, run, `${run.label}-new${n}b`, false)
+  try {
+    await handshake(t, run, a, b, first, second, `${run.label}-new-${n}`)
+  } catch (err) {
+    a.dispose()
+    b.dispose()
+    throw err
+  }
+  run.peers.push(a, b)
+}
+
+async function handshake (t: Test, run: Run, a: ChurnPeer, b: ChurnPeer, first: Node, second: Node, roomId: string): Promise<void> {
   const across = `${first.name} (${first.build.label}) + ${second.name} (${second.build.label})`
-  const roomId = `${run.label}-new-${run.handshakes.length}`
-  const a = peer(t, run, `${run.label}-new${run.handshakes.length}a`)
-  const b = peer(t, run, `${run.label}-new${run.handshakes.length}b`)
   await createRoom(first, roomId)
   await Promise.all([connected(a, first), connected(b, second)])
   const first_ = await a.join(roomId)
@@ -246,10 +270,12 @@ function someoneOn (run: Run, node: Node, except: ChurnPeer[] = []): ChurnPeer {
 async function rollingRun (t: Test, redis: TestRedis, label: string, fleet: Node[], to: Build): Promise<{ fleet: Node[], run: Run, tally: Tally }> {
   const run: Run = { label, live: new LiveSet(fleet), peers: [], steer: new Map(), nodes: new Map(fleet.map(n => [n.name, n])), events: [], handshakes: [], moves: 0 }
   await streamingPairs(t, run, fleet)
-  await flowing(run, FLOW, 'at the start')
+  await attempt(t, 'streaming', () => flowing(run, FLOW, 'at the start'))
   // Clients resume on another instance of the same fleet.
-  for (const [i, node] of fleet.entries()) await moveTo(run, someoneOn(run, node), fleet[(i + 1) % fleet.length] as Node)
-  await flowing(run, FLOW, 'after the first moves')
+  for (const [i, node] of fleet.entries()) {
+    await attempt(t, `a move from ${node.name}`, () => moveTo(run, someoneOn(run, node), fleet[(i + 1) % fleet.length] as Node))
+  }
+  await attempt(t, 'streaming', () => flowing(run, FLOW, 'after the first moves'))
 
   const replacements: Node[] = []
   let lastFaultAt = 0
@@ -262,14 +288,15 @@ async function rollingRun (t: Test, redis: TestRedis, label: string, fleet: Node
 
     // Both versions run: a new pair meets across them (who joins first alternates) ...
     const other = fleet.slice(k + 1)[0] ?? old
-    if (k % 2 === 0) await newPairAcross(t, run, other, next)
-    else await newPairAcross(t, run, next, other)
+    await attempt(t, `a new pair across ${other.name} and ${next.name}`, () => k % 2 === 0 ? newPairAcross(t, run, other, next, k) : newPairAcross(t, run, next, other, k))
     // ... and clients move across versions, both ways: two onto the new one, one of them back.
-    const mover = someoneOn(run, other)
-    await moveTo(run, mover, next)
-    await moveTo(run, someoneOn(run, old, [mover]), next)
-    await moveTo(run, mover, other)
-    await flowing(run, FLOW, `with ${next.name} added`)
+    await attempt(t, `moves between ${other.name}, ${old.name} and ${next.name}`, async () => {
+      const mover = someoneOn(run, other)
+      await moveTo(run, mover, next)
+      await moveTo(run, someoneOn(run, old, [mover]), next)
+      await moveTo(run, mover, other)
+    })
+    await attempt(t, 'streaming', () => flowing(run, FLOW, `with ${next.name} added`))
 
     // The load balancer stops sending connections to the old instance, then it drains.
     run.live.remove(old.name)
@@ -278,7 +305,7 @@ async function rollingRun (t: Test, redis: TestRedis, label: string, fleet: Node
     old.server.child.kill('SIGTERM')
     const exit = await bounded(old.server.exited, SETTINGS.SHUTDOWN_TIMEOUT_MS + 10_000, () => `${old.name} did not exit after SIGTERM; its output:\n${old.server.output()}`)
     t.equal(exit.code, 0, `${old.name} (${old.build.label}) drained and exited 0`)
-    await flowing(run, FLOW, `after ${old.name} drained`)
+    await attempt(t, 'streaming', () => flowing(run, FLOW, `after ${old.name} drained`))
   }
 
   for (const p of run.peers) p.stopStreaming()
