@@ -20,7 +20,8 @@ import { join, resolve } from 'node:path'
  *   - a stamp (.previous-release.json) with the commit and what the
  *     dependencies are (`own`, or `shared:<sha256 of the shared lockfile>`).
  * A later run uses it as it is when dist/server.js exists and the stamp
- * matches (same commit and, for shared dependencies, the same lockfile here).
+ * matches (same commit and version and, for shared dependencies, the same
+ * lockfile here).
  * A build happens in a temporary directory beside it and is renamed into
  * place when complete, so runs at the same time never see half a build: the
  * first rename wins, and the others throw their own build away.
@@ -65,11 +66,11 @@ function readStamp (dir: string): Stamp | undefined {
   }
 }
 
-/** Whether `dir` holds a complete build of `commit` that can run with what is installed here now. */
-function usable (dir: string, commit: string, root: string): boolean {
+/** Whether `dir` holds a complete build of the release that can run with what is installed here now. */
+function usable (dir: string, ref: ReleaseRef, root: string): boolean {
   if (!existsSync(join(dir, 'dist', 'server.js'))) return false
   const stamp = readStamp(dir)
-  if (stamp?.commit !== commit) return false
+  if (stamp?.commit !== ref.commit || stamp.version !== ref.version) return false
   if (stamp.deps === 'own') return existsSync(join(dir, 'node_modules'))
   const lock = join(root, 'package-lock.json')
   return existsSync(lock) && stamp.deps === `shared:${sha256(readFileSync(lock))}` && existsSync(join(dir, 'node_modules'))
@@ -158,7 +159,7 @@ export async function buildPreviousRelease (opts: { root?: string, cacheRoot?: s
   const cacheRoot = opts.cacheRoot ?? join(root, 'node_modules', '.cache', 'privydrop-previous')
   const dir = join(cacheRoot, ref.commit)
   const result = (cached: boolean): PreviousRelease => ({ ...ref, dir, server: join(dir, 'dist', 'server.js'), cached, ms: Date.now() - started })
-  if (usable(dir, ref.commit, root)) return result(true)
+  if (usable(dir, ref, root)) return result(true)
 
   checkHistory(root, ref)
   mkdirSync(cacheRoot, { recursive: true })
@@ -169,6 +170,8 @@ export async function buildPreviousRelease (opts: { root?: string, cacheRoot?: s
   try {
     opts.log?.(`building release ${ref.version} (${ref.commit.slice(0, 7)}) in ${tmp}`)
     await extract(root, ref.commit, tmp)
+    const theirVersion = (JSON.parse(readFileSync(join(tmp, 'package.json'), 'utf8')) as { version?: string }).version
+    if (theirVersion !== ref.version) throw new Error(`${RELEASE_FILE} names version ${ref.version}, but commit ${ref.commit}'s package.json says ${theirVersion}`)
 
     let deps = 'own'
     const lock = readFileSync(join(root, 'package-lock.json'))
@@ -196,7 +199,7 @@ export async function buildPreviousRelease (opts: { root?: string, cacheRoot?: s
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code
         if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw err
-        if (usable(dir, ref.commit, root)) {
+        if (usable(dir, ref, root)) {
           rmSync(tmp, { recursive: true, force: true })
           return result(true)
         }
