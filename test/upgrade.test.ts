@@ -81,6 +81,9 @@ async function startNode (t: Test, redis: TestRedis, build: Build): Promise<Node
     SHUTDOWN_TIMEOUT_MS: String(SETTINGS.SHUTDOWN_TIMEOUT_MS),
     LOG_LEVEL: 'warn'
   }, { script: build.script })
+  // The build that runs is the one meant (its /health reports its package.json version).
+  const health = await (await fetch(`${server.http}/health`)).json() as { version?: string }
+  t.equal(health.version, build.version, `${name} runs ${build.label} ${build.version}`)
   return { name, ws: server.ws, http: server.http, server, build }
 }
 
