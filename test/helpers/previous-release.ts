@@ -13,12 +13,13 @@ import { join, resolve } from 'node:path'
  * The build goes to node_modules/.cache/privydrop-previous/<commit>/ (outside
  * the tracked files, and gone with node_modules, whose packages it may use):
  *   - the commit's tree, from `git archive <commit> | tar -x`;
- *   - its dependencies: when its package-lock.json is byte-identical to this
- *     tree's, `node_modules` is a symlink to this tree's node_modules;
- *     otherwise its own, from `npm ci --prefer-offline`;
+ *   - its dependencies: when its package-lock.json pins the same packages as
+ *     this tree's (the same file but for the project's own version, which
+ *     every release bumps), `node_modules` is a symlink to this tree's
+ *     node_modules; otherwise its own, from `npm ci --prefer-offline`;
  *   - `npm run build:server` (its own build script), giving dist/server.js;
  *   - a stamp (.previous-release.json) with the commit and what the
- *     dependencies are (`own`, or `shared:<sha256 of the shared lockfile>`).
+ *     dependencies are (`own`, or `shared:<digest of the shared lockfile>`).
  * A later run uses it as it is when dist/server.js exists and the stamp
  * matches (same commit and version and, for shared dependencies, the same
  * lockfile here).
@@ -56,7 +57,17 @@ export function previousReleaseRef (root = ROOT): ReleaseRef {
 interface Stamp { commit: string, version: string, deps: string }
 const STAMP = '.previous-release.json'
 
-const sha256 = (data: Buffer): string => createHash('sha256').update(data).digest('hex')
+/**
+ * A digest of what a package-lock.json installs: the whole file except the
+ * project's own version (top level and packages[""]), so that two releases
+ * with the same dependencies share one node_modules.
+ */
+function lockDigest (file: string): string {
+  const lock = JSON.parse(readFileSync(file, 'utf8')) as { version?: string, packages?: Record<string, { version?: string }> }
+  delete lock.version
+  delete lock.packages?.['']?.version
+  return createHash('sha256').update(JSON.stringify(lock)).digest('hex')
+}
 
 function readStamp (dir: string): Stamp | undefined {
   try {
@@ -73,7 +84,7 @@ function usable (dir: string, ref: ReleaseRef, root: string): boolean {
   if (stamp?.commit !== ref.commit || stamp.version !== ref.version) return false
   if (stamp.deps === 'own') return existsSync(join(dir, 'node_modules'))
   const lock = join(root, 'package-lock.json')
-  return existsSync(lock) && stamp.deps === `shared:${sha256(readFileSync(lock))}` && existsSync(join(dir, 'node_modules'))
+  return existsSync(lock) && stamp.deps === `shared:${lockDigest(lock)}` && existsSync(join(dir, 'node_modules'))
 }
 
 /**
@@ -174,15 +185,15 @@ export async function buildPreviousRelease (opts: { root?: string, cacheRoot?: s
     if (theirVersion !== ref.version) throw new Error(`${RELEASE_FILE} names version ${ref.version}, but commit ${ref.commit}'s package.json says ${theirVersion}`)
 
     let deps = 'own'
-    const lock = readFileSync(join(root, 'package-lock.json'))
+    const ours = lockDigest(join(root, 'package-lock.json'))
     const theirs = join(tmp, 'package-lock.json')
-    if (existsSync(theirs) && readFileSync(theirs).equals(lock)) {
+    if (existsSync(theirs) && lockDigest(theirs) === ours) {
       // Absolute: it survives the rename into place.
       symlinkSync(realpathSync(join(root, 'node_modules')), join(tmp, 'node_modules'), 'dir')
-      deps = `shared:${sha256(lock)}`
-      opts.log?.('same package-lock.json as this tree: node_modules shared by symlink')
+      deps = `shared:${ours}`
+      opts.log?.('its package-lock.json pins the same packages as this tree\'s: node_modules shared by symlink')
     } else {
-      opts.log?.('its package-lock.json differs from this tree\'s: npm ci --prefer-offline')
+      opts.log?.('its package-lock.json pins other packages than this tree\'s: npm ci --prefer-offline')
       await run('npm', ['ci', '--prefer-offline', '--no-audit', '--no-fund'], tmp)
     }
     await run('npm', ['run', 'build:server'], tmp)
