@@ -41,11 +41,15 @@ const coverageDir = process.env['NODE_V8_COVERAGE']
 /** TEST_SERVER_LOGS=<dir>: every server's whole output is written there when its test ends (to look into a failure). */
 const logDir = process.env['TEST_SERVER_LOGS']
 
-/** Starts `node dist/server.js` as a real process on a free port and waits until it is ready. */
-export async function startServer (t: Teardown, env: Record<string, string> = {}): Promise<ServerProcess> {
-  if (!existsSync('dist/server.js')) throw new Error('dist/server.js missing: run npm run build (npm test does)')
+/**
+ * Starts `node dist/server.js` as a real process on a free port and waits
+ * until it is ready. `script` runs another build instead (the upgrade test's
+ * previous release).
+ */
+export async function startServer (t: Teardown, env: Record<string, string> = {}, { script = 'dist/server.js' }: { script?: string } = {}): Promise<ServerProcess> {
+  if (!existsSync(script)) throw new Error(`${script} missing: run npm run build (npm test does)`)
   const port = await freePort()
-  const child = spawn(process.execPath, ['dist/server.js'], {
+  const child = spawn(process.execPath, [script], {
     env: { PATH: process.env['PATH'], HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'info', ...(coverageDir !== undefined && { NODE_V8_COVERAGE: coverageDir }), ...env },
     stdio: ['ignore', 'pipe', 'pipe']
   })
