@@ -27,7 +27,8 @@ const UNIT_TESTS = [
   'test/session.test.ts',
   'test/session-log.test.ts',
   'test/mesh-contract.test.ts',
-  'test/liveness.test.ts'
+  'test/liveness.test.ts',
+  'test/instance-protocol.test.ts'
 ]
 const UNIT_PATTERN = /^unit-.+\.test\.ts$/
 const FOLDERS = ['src/signaling', 'src/cluster']

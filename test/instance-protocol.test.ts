@@ -36,7 +36,7 @@ t.test('malformed batches are dropped; a malformed message in a batch is dropped
   const good = encodeBus(relay(1))
   t.equal(decodePayload(`["B",[${good.length}]]`), null, 'no body')
   t.equal(decodePayload(`["B",[${good.length + 1}]]\n${good}`), null, 'lengths that do not add up')
-  t.equal(decodePayload(`["B",[]]\n`), null, 'empty')
+  t.equal(decodePayload('["B",[]]\n'), null, 'empty')
   t.equal(decodePayload(`["B",[1,x]]\n${good}`), null, 'not JSON')
   t.equal(decodePayload(`["B",[-1]]\n${good}`), null, 'not lengths')
   t.same(decodePayload(`["B",[${good.length},3]]\n${good}xyz`), [relay(1), null], 'the good one survives')

@@ -214,7 +214,12 @@ export function createSignalingHub (opts: HubOptions) {
     heldSessions: (): number => registry.held,
 
     shutdown: drain.shutdown,
-    drain: drain.drain
+
+    /** After shutdown: serve what is held until it moved, park the rest, leave (drain.ts); leaves the store missed are not retried after it. */
+    async drain (budgetMs: number): Promise<void> {
+      await drain.drain(budgetMs)
+      retries.stop()
+    }
   }
 }
 
