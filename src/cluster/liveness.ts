@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import type { RedisClient } from '../redis/client'
-import { INSTANCE_PROTOCOLS } from '../signaling/bus'
+import { INSTANCE_PROTOCOLS } from '../instance-protocol'
 import { instanceRecordTtlS, type RedisKeys } from '../redis/keys'
 import type { RedisLink } from '../redis/link'
 import type { EndedSession } from '../signaling/mesh'

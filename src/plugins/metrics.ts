@@ -2,7 +2,7 @@ import fp from 'fastify-plugin'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import { version } from '../../package.json'
 import { PROTOCOL_VERSION } from '../../schemas/ws'
-import { INSTANCE_PROTOCOL, INSTANCE_PROTOCOLS } from '../signaling/bus'
+import { INSTANCE_PROTOCOL, INSTANCE_PROTOCOLS } from '../instance-protocol'
 
 export function createMetrics () {
   // One registry per app instance: prom-client's global registry would be

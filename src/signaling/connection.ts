@@ -1,12 +1,8 @@
 import { CloseCodes } from '../../schemas/ws'
-import type { Transport } from './types'
+import type { CloseReason, ServerCloseReason, SessionConnection, Transport } from './types'
 import type { Session } from './session'
 
-/** Why the server itself ended a connection; decides whether the peer is held for resume. */
-export type ServerCloseReason = 'shutdown' | 'evicted' | 'retry' | 'heartbeat' | 'replaced' | 'abuse' | 'oversize'
-/** Why a connection ended: the server's reason, or the client's clean close, or a drop (no clean close: network loss). */
-export type CloseReason = ServerCloseReason | 'client' | 'dropped'
-export const CLOSE_REASONS: readonly CloseReason[] = ['client', 'dropped', 'heartbeat', 'shutdown', 'evicted', 'retry', 'replaced', 'abuse', 'oversize']
+export { CLOSE_REASONS, type CloseReason, type ServerCloseReason } from './types'
 
 const HOLD_AFTER: ReadonlySet<ServerCloseReason> = new Set(['shutdown', 'evicted', 'heartbeat'])
 /** What a client sends when it means to go: 1000, 1001 (page gone), no status (1005). */
@@ -19,7 +15,7 @@ export interface RateLimits { ratePerS: number, rateBurst: number, abuseMaxDrops
  * One WebSocket connection: its token bucket, its serial queue (one message
  * at a time, so a relay never overtakes the join before it) and how it ended.
  */
-export class Connection {
+export class Connection implements SessionConnection {
   /** null until a resume looked up on the mesh settles which session this is. */
   session: Session | null = null
   serverClose: ServerCloseReason | null = null

@@ -1,8 +1,7 @@
-import type { Connection } from './connection'
 import { Inbox } from './inbox'
 import type { Handover } from './mesh'
 import { SessionLog } from './session-log'
-import type { Clock, Logger, TimerHandle } from './types'
+import type { Clock, Logger, SessionConnection, TimerHandle } from './types'
 
 /*
  * A peer's session on this instance, and the one place its lifecycle state
@@ -35,7 +34,7 @@ interface HandoverWait { timer: TimerHandle, parked: Handover | null }
 
 export class Session {
   private current: SessionState = 'new'
-  private connection: Connection | null = null
+  private connection: SessionConnection | null = null
   private room: string | null = null
   private sessionEpoch = 0
   private inRegistry = false
@@ -59,7 +58,7 @@ export class Session {
   get ended (): boolean { return this.current === 'ending' || this.current === 'ended' || this.current === 'moved' }
   /** Let go of here because it lives on elsewhere (its shared state is not this instance's to touch). */
   get moved (): boolean { return this.current === 'moved' }
-  get conn (): Connection | null { return this.connection }
+  get conn (): SessionConnection | null { return this.connection }
   get roomId (): string | null { return this.room }
   get epoch (): number { return this.sessionEpoch }
   /** Whether the registry holds a record of it (written by its first join, or taken over by a claim). */
@@ -81,7 +80,7 @@ export class Session {
    * A connection takes the session (new, or resumed): returns the connection
    * it replaces, if any; false when the session is already over.
    */
-  attach (conn: Connection): Connection | null | false {
+  attach (conn: SessionConnection): SessionConnection | null | false {
     if (!this.live('attach')) return false
     this.stopTimer()
     const replaced = this.connection !== null && this.connection !== conn ? this.connection : null
@@ -92,7 +91,7 @@ export class Session {
   }
 
   /** Its connection closed; false when that was not its current connection (a replaced one). */
-  detach (conn: Connection): boolean {
+  detach (conn: SessionConnection): boolean {
     if (this.connection !== conn) return false
     this.connection = null
     return true

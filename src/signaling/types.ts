@@ -1,6 +1,5 @@
 import type { LogFn } from 'pino'
 import type { ErrorCode } from '../../schemas/ws'
-import type { CloseReason } from './connection'
 
 /** The slice of a pino logger the core uses (Fastify's logger fits). */
 export interface Logger {
@@ -23,6 +22,22 @@ export interface Transport {
 }
 
 export { systemClock, type Clock, type TimerHandle } from '../clock'
+
+/** Why the server itself ended a connection; decides whether the peer is held for resume. */
+export type ServerCloseReason = 'shutdown' | 'evicted' | 'retry' | 'heartbeat' | 'replaced' | 'abuse' | 'oversize'
+/** Why a connection ended: the server's reason, or the client's clean close, or a drop (no clean close: network loss). */
+export type CloseReason = ServerCloseReason | 'client' | 'dropped'
+export const CLOSE_REASONS: readonly CloseReason[] = ['client', 'dropped', 'heartbeat', 'shutdown', 'evicted', 'retry', 'replaced', 'abuse', 'oversize']
+
+/** A session's connection, as the session and the modules that write to its peer see it (connection.ts's Connection). */
+export interface SessionConnection {
+  readonly ip: string
+  readonly transport: Transport
+  /** Whether a frame sent now reaches the client. */
+  readonly writable: boolean
+  /** Ends the connection from the server side (once). */
+  end (reason: ServerCloseReason): void
+}
 
 export interface HubLimits {
   maxPeers: number
