@@ -24,7 +24,7 @@ const byPeer = (members: Member[]): Member[] => [...members].sort((x, y) => x.pe
 /** A peer in a room with a resumable session owned by `node` (created if the room is missing). */
 async function joined (node: ContractNode, roomId: string, peerId: string, hash: string): Promise<void> {
   await node.store.createRoom(roomId)
-  const reply = await node.store.joinRoom(roomId, peerId, 8, hash)
+  const reply = await node.mesh.joinRoom(roomId, peerId, 8, hash)
   if (!reply.ok) throw new Error(`join of ${peerId} failed: ${reply.code}`)
 }
 
@@ -73,7 +73,7 @@ for (const kind of WORLDS) {
       await joined(a, 'r', 'p', 'h1')
       t.same(await b.mesh.readSession('p'), { secret: 'h1', room: 'r', node: 'a' })
       t.equal(await b.mesh.readSession('ghost'), null)
-      await a.store.joinRoom('r', 'nosecret', 8)
+      await a.mesh.joinRoom('r', 'nosecret', 8, '')
       t.equal(await b.mesh.readSession('nosecret'), null, 'a join without a secret leaves nothing to resume')
     })
 
@@ -85,7 +85,7 @@ for (const kind of WORLDS) {
       await b.mesh.claimSession('p', 'h1', 'h2')
       await joined(a, 'r2', 'p', 'h5')
       t.same(await b.mesh.readSession('p'), { secret: 'h5', room: 'r2', node: 'a' })
-      await a.store.leaveRoom('r', 'p')
+      await a.mesh.leaveRoom('r', 'p')
       t.same(await b.mesh.readSession('p'), { secret: 'h5', room: 'r2', node: 'a' }, 'leaving another room leaves the session\'s room alone')
       t.match(await b.mesh.claimSession('p', 'h5', 'h6'), { previous: 'a', roomId: 'r2', epoch: 2 }, 'the epoch went on')
     })
@@ -121,7 +121,7 @@ for (const kind of WORLDS) {
       const b = await w.node('b')
       await joined(a, 'r', 'p', 'h1')
       await joined(a, 'r', 'q', 'hq')
-      t.equal(await a.store.leaveRoom('r', 'p'), true)
+      t.equal(await a.mesh.leaveRoom('r', 'p'), true)
       t.same(await b.mesh.readSession('p'), { secret: 'h1', room: '', node: 'a' }, 'the session outlives the membership')
       t.equal(await b.store.peerRoom('p'), null)
       t.match(await b.mesh.claimSession('p', 'h1', 'h2'), { previous: 'a', roomId: null, members: [], epoch: 1 })
@@ -169,12 +169,12 @@ for (const kind of WORLDS) {
       const b = await w.node('b')
       await joined(a, 'r', 'p', 'h1')
       await joined(b, 'r', 'q', 'hq')
-      t.same(await a.mesh.endSession('p', 'r'), { peerId: 'p', roomId: 'r', remaining: [{ peerId: 'q', instance: 'b' }] })
+      t.same(await a.mesh.endSession('p'), { peerId: 'p', roomId: 'r', remaining: [{ peerId: 'q', instance: 'b' }] })
       t.equal(await b.mesh.readSession('p'), null, 'the session is over')
       t.equal(await b.mesh.ownerOf('p'), null)
       t.same(await b.store.roomMembers('r'), ['q'], 'and so is its membership')
       t.equal(await b.store.peerRoom('p'), null)
-      t.equal(await a.mesh.endSession('p', 'r'), null, 'a second end finds nothing')
+      t.equal(await a.mesh.endSession('p'), null, 'a second end finds nothing')
     })
 
     t.test('endSession only while the given owner owns the session: null once it moved', async (t) => {
@@ -183,10 +183,10 @@ for (const kind of WORLDS) {
       const b = await w.node('b')
       await joined(a, 'r', 'p', 'h1')
       await b.mesh.claimSession('p', 'h1', 'h2')
-      t.equal(await a.mesh.endSession('p', 'r'), null, 'a no longer owns it')
+      t.equal(await a.mesh.endSession('p'), null, 'a no longer owns it')
       t.same(await a.mesh.readSession('p'), { secret: 'h2', room: 'r', node: 'b' }, 'untouched')
       t.same(await a.store.roomMembers('r'), ['p'])
-      t.same(await a.mesh.endSession('p', 'r', 'b'), { peerId: 'p', roomId: 'r', remaining: [] }, 'ended in the name of its owner')
+      t.same(await a.mesh.endSession('p', 'b'), { peerId: 'p', roomId: 'r', remaining: [] }, 'ended in the name of its owner')
       t.equal(await a.mesh.ownerOf('p'), null)
     })
 
@@ -194,8 +194,8 @@ for (const kind of WORLDS) {
       const w = world(t)
       const a = await w.node('a')
       await joined(a, 'r', 'p', 'h1')
-      await a.store.leaveRoom('r', 'p')
-      t.same(await a.mesh.endSession('p', null), { peerId: 'p', roomId: '', remaining: [] })
+      await a.mesh.leaveRoom('r', 'p')
+      t.same(await a.mesh.endSession('p'), { peerId: 'p', roomId: '', remaining: [] })
       t.equal(await a.mesh.readSession('p'), null)
     })
 
@@ -205,7 +205,7 @@ for (const kind of WORLDS) {
       const b = await w.node('b')
       await joined(a, 'r', 'p', 'h1')
       await a.mesh.park('p', 'a', handover(1))
-      await a.mesh.endSession('p', 'r')
+      await a.mesh.endSession('p')
       await joined(a, 'r', 'p', 'h2') // the same peer id, a new session
       t.match(await b.mesh.claimSession('p', 'h2', 'h3'), { previous: 'a', parked: null }, 'a new session finds nothing of the old one')
     })
@@ -294,7 +294,7 @@ for (const kind of WORLDS) {
       await joined(a, 'r', 'p', 'hp')
       await joined(a, 'r', 'm', 'hm')
       await joined(a, 'r2', 'lone', 'hl')
-      await a.store.leaveRoom('r2', 'lone')
+      await a.mesh.leaveRoom('r2', 'lone')
       await joined(b, 'r', 'q', 'hq')
       await a.mesh.stop()
       await a.mesh.leave([{ peerId: 'p', roomId: 'r' }, { peerId: 'm', roomId: 'r' }, { peerId: 'lone', roomId: null }])

@@ -75,7 +75,7 @@ t.test('leaves of several peers are retried together; one that fails keeps the r
 
 t.test('at most 10 000 unfinished leaves are kept; stop() cancels the retry', async (t) => {
   const clock = new FakeClock()
-  const retries = new LeaveRetries({ clock: clock.forNode('n'), isIn: () => false, store: { leaveRoom: boom } })
+  const retries = new LeaveRetries({ clock: clock.forNode('n'), isIn: () => false, mesh: { leaveRoom: boom } })
   for (let i = 0; i < 10_005; i++) retries.add('r', `p${i}`)
   t.equal(retries.size, 10_000, 'the rest is left to the room\'s TTL')
   t.equal(clock.pending(), 1, 'one retry armed for all of them')
@@ -89,7 +89,7 @@ t.test('a peer that is in the room here again when the retry runs is not removed
   const retries = new LeaveRetries({
     clock: clock.forNode('n'),
     isIn: (peerId) => peerId === 'back',
-    store: { leaveRoom: async (roomId, peerId) => { calls.push(`${roomId}/${peerId}`); return true } }
+    mesh: { leaveRoom: async (roomId, peerId) => { calls.push(`${roomId}/${peerId}`); return true } }
   })
   retries.add('r', 'gone')
   retries.add('r', 'back')

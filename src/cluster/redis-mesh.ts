@@ -8,7 +8,7 @@ import { decodePayload, encodeBatch, encodeBus } from './codec'
 import { createLiveness, type MeshSettings } from './liveness'
 import { systemClock } from '../clock'
 import { FleetMarker } from './fleet-marker'
-import { StoreUnavailableError } from '../store/types'
+import { StoreUnavailableError, type Store } from '../store/types'
 import { brief } from '../brief'
 
 /*
@@ -22,6 +22,8 @@ import { brief } from '../brief'
  */
 
 export interface RedisMeshOptions extends MeshSettings {
+  /** Room memberships, written with the session record in one script (the store's join and leave). */
+  rooms: Pick<Store, 'joinRoom' | 'leaveRoom'>
   redis: RedisClient
   subscriber: RedisClient
   /** The command connection's circuit breaker: every call goes through it. */
@@ -222,7 +224,11 @@ export function createRedisMesh (opts: RedisMeshOptions): Mesh {
 
     rotateSecret: (peerId, newHash) => guard(async () => { await call(rotateSecret, { session: keys.sessionKey(peerId) }, { hash: newHash, deadline: deadline() }) }),
 
-    endSession: (peerId, _roomId, owner = opts.node) => guard(async () => {
+    joinRoom: (roomId, peerId, maxPeers, secretHash) => opts.rooms.joinRoom(roomId, peerId, maxPeers, secretHash),
+
+    leaveRoom: (roomId, peerId) => opts.rooms.leaveRoom(roomId, peerId),
+
+    endSession: (peerId, owner = opts.node) => guard(async () => {
       await marker.settled(RESTORE_WAIT_MS)
       const ended = await endSession(peerId, owner)
       return ended === null ? null : { peerId, ...ended }

@@ -81,6 +81,7 @@ export default fp(async (fastify) => {
     subscriber = createRedisClient(config, fastify.log, 'subscriber')
     await connectWithin(subscriber, config.REDIS_CONNECT_TIMEOUT_MS).catch(() => { /* it keeps retrying; /ready reports the store */ })
     mesh = createRedisMesh({
+      rooms: store,
       redis: fastify.redis,
       link: fastify.redisLink,
       subscriber,

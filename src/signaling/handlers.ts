@@ -22,7 +22,8 @@ import { brief, type LogLimiter } from './log-limiter'
 const JOIN_OK = 'Successfully joined room'
 
 export interface HandlerContext {
-  store: Store
+  /** The join limiter (rooms and sessions are the mesh's). */
+  store: Pick<Store, 'hitJoinRateLimit'>
   /** Client-driven warnings (every join during an outage) are logged at most once per window. */
   warnings: LogLimiter
   limits: HubLimits
@@ -205,11 +206,11 @@ export function createHandlers (ctx: HandlerContext) {
       }
       // A leave of this room the store missed must not be retried after this join.
       ctx.retries.cancel(roomId, session.peerId)
-      const result = await store.joinRoom(roomId, session.peerId, limits.maxPeers, session.secretHash.toString('hex'))
+      const result = await ctx.mesh.joinRoom(roomId, session.peerId, limits.maxPeers, session.secretHash.toString('hex'))
       if (session.ended) {
         // The peer went away while the store answered: undo (the membership
         // and the resumable record the join wrote); nobody was told.
-        if (!session.moved) await ctx.mesh.endSession(session.peerId, roomId)
+        if (!session.moved) await ctx.mesh.endSession(session.peerId)
         return
       }
       session.recordedByJoin()

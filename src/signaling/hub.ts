@@ -52,7 +52,8 @@ export type { LeaveWithTokenResult } from './rest-leave'
 export { heartbeatSlices, startHeartbeat } from './heartbeat'
 
 export interface HubOptions {
-  store: Store
+  /** Only the join limiter: rooms and sessions are the mesh's. */
+  store: Pick<Store, 'hitJoinRateLimit'>
   mesh: Mesh
   log: Logger
   limits: HubLimits
@@ -110,8 +111,8 @@ export function createSignalingHub (opts: HubOptions) {
   const registry = new SessionRegistry({ clock, log }, roomId => router.dropRoom(roomId), countChanged)
   const outbound: Outbound = createOutbound({ mesh, registry, forwards, router, delivery, clock, metrics, warnings, log })
 
-  const retries = new LeaveRetries({ store, clock, isIn: (peerId, roomId) => registry.get(peerId)?.roomId === roomId })
-  const membership = createMembership({ store, registry, outbound, retries, warnings })
+  const retries = new LeaveRetries({ mesh, clock, isIn: (peerId, roomId) => registry.get(peerId)?.roomId === roomId })
+  const membership = createMembership({ mesh, registry, outbound, retries, warnings })
   const moves = createMoves({ mesh, registry, delivery, router, forwards, clock, metrics, log, post: outbound.post, undeliverable: outbound.undeliverable, announce: outbound.announce })
   const restLeave = createRestLeave({ mesh, registry, leaveRoom: membership.leaveRoom, gone: moves.gone })
   const handlers = createHandlers({ store, warnings, limits, metrics, log, registry, router, mesh, delivery, outbound, leaveRoom: membership.leaveRoom, retries })

@@ -1,4 +1,4 @@
-import type { Store } from '../store/types'
+import type { Mesh } from './mesh'
 import type { Clock, TimerHandle } from './types'
 
 /*
@@ -12,7 +12,7 @@ export const LEAVE_RETRY_MS = 2000
 const MAX_UNFINISHED_LEAVES = 10_000
 
 export interface LeaveRetryPorts {
-  store: Pick<Store, 'leaveRoom'>
+  mesh: Pick<Mesh, 'leaveRoom'>
   clock: Clock
   /** Whether the peer is (again) in that room here: then the leave is moot. */
   isIn (peerId: string, roomId: string): boolean
@@ -57,7 +57,7 @@ export class LeaveRetries {
       if (!this.unfinished.has(key)) continue
       if (!this.ports.isIn(peerId, roomId)) {
         try {
-          await this.ports.store.leaveRoom(roomId, peerId)
+          await this.ports.mesh.leaveRoom(roomId, peerId)
         } catch {
           return
         }

@@ -112,7 +112,7 @@ export function createLifecycle (ports: LifecyclePorts) {
     }
     // The shared record goes first (with the room membership, in one step),
     // so once the room hears of the departure the token resumes nowhere.
-    mesh.endSession(session.peerId, session.roomId).then((ended) => {
+    mesh.endSession(session.peerId).then((ended) => {
       if (ended !== null) finish(session)
       else {
         // Claimed by another instance meanwhile: its release (with the handover) is on its way.

@@ -1,4 +1,4 @@
-import type { Store } from '../store/types'
+import type { Mesh } from './mesh'
 import type { LeaveRetries } from './leave-retries'
 import { brief, type LogLimiter } from './log-limiter'
 import type { Outbound } from './outbound'
@@ -11,14 +11,14 @@ import type { Session } from './session'
  */
 
 export interface MembershipPorts {
-  store: Pick<Store, 'leaveRoom'>
+  mesh: Pick<Mesh, 'leaveRoom'>
   registry: SessionRegistry
   outbound: Pick<Outbound, 'broadcast' | 'announce'>
   retries: LeaveRetries
   warnings: LogLimiter
 }
 
-export function createMembership ({ store, registry, outbound, retries, warnings }: MembershipPorts) {
+export function createMembership ({ mesh, registry, outbound, retries, warnings }: MembershipPorts) {
   /** The peer is no longer in its room: the others hear of it at once, here and elsewhere. */
   function departed (session: Session): string | null {
     const roomId = session.roomId
@@ -42,7 +42,7 @@ export function createMembership ({ store, registry, outbound, retries, warnings
       const roomId = departed(session)
       if (roomId === null) return
       try {
-        await store.leaveRoom(roomId, session.peerId)
+        await mesh.leaveRoom(roomId, session.peerId)
       } catch (err) {
         const skipped = warnings.take('leave: store unavailable')
         if (skipped !== null) session.log.warn({ error: brief(err), skipped }, 'left the room; the store is told once it is back')

@@ -1,4 +1,4 @@
-import type { Member, Store } from '../store/types'
+import type { JoinResult, Member, Store } from '../store/types'
 import type { Baseline, BusMessage, Envelope } from './bus'
 
 /*
@@ -68,10 +68,19 @@ export interface Mesh {
   claimSession (peerId: string, expectedHash: string, newHash: string): Promise<ClaimedSession | null>
   rotateSecret (peerId: string, newHash: string): Promise<void>
   /**
+   * Joins a room (idempotent for a current member) and writes the peer's
+   * session record with it, in one step: its secret hash, room and owner
+   * (this instance). The mesh is the one owner of session records: written
+   * here, claimed, rotated, parked, ended and restored by the methods below.
+   */
+  joinRoom (roomId: string, peerId: string, maxPeers: number, secretHash: string): Promise<JoinResult>
+  /** Leaves a room: the membership goes, and the session record no longer names the room. */
+  leaveRoom (roomId: string, peerId: string): Promise<boolean>
+  /**
    * Ends a session and its room membership if `owner` (default: this
    * instance) still owns it; null when it does not (it moved elsewhere).
    */
-  endSession (peerId: string, roomId: string | null, owner?: string): Promise<EndedSession | null>
+  endSession (peerId: string, owner?: string): Promise<EndedSession | null>
   /** The instance that owns a session now; null when the session is over. */
   ownerOf (peerId: string): Promise<string | null>
   /**
@@ -112,20 +121,35 @@ export interface Mesh {
 }
 
 /**
- * A single instance: there is nobody to send to, sessions live only here,
- * and ending one is leaving its room in the store.
+ * A single instance: there is nobody to send to, sessions live only here
+ * (their rooms kept here, the memberships in the store), and ending one is
+ * leaving its room.
  */
-export function createLocalMesh (store: Store, node: string): Mesh {
+export function createLocalMesh (store: Pick<Store, 'joinRoom' | 'leaveRoom'>, node: string): Mesh {
+  /** The room of each session in one (what ending it leaves). */
+  const rooms = new Map<string, string>()
+  const leave = async (peerId: string, roomId: string): Promise<boolean> => {
+    const left = await store.leaveRoom(roomId, peerId)
+    if (rooms.get(peerId) === roomId) rooms.delete(peerId)
+    return left
+  }
   return {
     node,
     reachable: true,
     async start () {},
     async send () { return false },
+    async joinRoom (roomId, peerId, maxPeers) {
+      const result = await store.joinRoom(roomId, peerId, maxPeers)
+      if (result.ok) rooms.set(peerId, roomId)
+      return result
+    },
+    leaveRoom: async (roomId, peerId) => await leave(peerId, roomId),
     async readSession () { return null },
     async claimSession () { return null },
     async rotateSecret () {},
-    async endSession (peerId, roomId) {
-      if (roomId !== null) await store.leaveRoom(roomId, peerId)
+    async endSession (peerId) {
+      const roomId = rooms.get(peerId)
+      if (roomId !== undefined) await leave(peerId, roomId)
       return { peerId, roomId: roomId ?? '', remaining: [] }
     },
     async ownerOf () { return null },
@@ -138,7 +162,7 @@ export function createLocalMesh (store: Store, node: string): Mesh {
     async stop () {},
     async leave (left) {
       // Nobody can resume them once this process is gone: their memberships go now.
-      for (const { peerId, roomId } of left) if (roomId !== null) await store.leaveRoom(roomId, peerId).catch(() => {})
+      for (const { peerId, roomId } of left) if (roomId !== null) await leave(peerId, roomId).catch(() => false)
     }
   }
 }

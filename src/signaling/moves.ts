@@ -74,7 +74,7 @@ export function createMoves (ctx: MovesContext) {
     if (!unknownOutcome) return
     let attempts = 0
     const cleanUp = (): void => {
-      mesh.endSession(session.peerId, roomId).then((ended) => {
+      mesh.endSession(session.peerId).then((ended) => {
         if (ended === null || ended.roomId === '') return
         session.log.info('a failed resume had taken the session over; ended it')
         gone([ended])

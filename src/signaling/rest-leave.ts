@@ -34,7 +34,7 @@ export function createRestLeave ({ mesh, registry, leaveRoom, gone }: RestLeaveP
     if (record.room !== roomId) return 'not_in_room'
     if (!await mesh.send(record.node, { kind: 'L', origin: mesh.node, peerId, roomId })) {
       // Its instance is gone: end the session here, on that instance's behalf.
-      const ended = await mesh.endSession(peerId, roomId, record.node)
+      const ended = await mesh.endSession(peerId, record.node)
       if (ended !== null) gone([ended])
     }
     return 'left'

@@ -320,7 +320,7 @@ export class FakeCluster {
       mesh = createLocalMesh(store, name)
     } else {
       store = this.storeFor(name)
-      mesh = this.meshFor(name)
+      mesh = this.meshFor(name, store)
     }
     const hub = createSignalingHub({
       store,
@@ -353,7 +353,8 @@ export class FakeCluster {
     if (this.local) throw new Error('a local cluster has no shared registry')
     if (this.states.has(name)) throw new Error(`node ${name} exists`)
     this.states.set(name, this.fresh(name))
-    return { store: this.storeFor(name), mesh: this.meshFor(name) }
+    const store = this.storeFor(name)
+    return { store, mesh: this.meshFor(name, store) }
   }
 
   private fresh (name: string): NodeState {
@@ -693,11 +694,14 @@ export class FakeCluster {
     }
   }
 
-  private meshFor (name: string): Mesh {
+  private meshFor (name: string, rooms: Pick<Store, 'joinRoom' | 'leaveRoom'>): Mesh {
     const cluster = this
     const node = (): NodeState => this.state(name)
     return {
       node: name,
+      // The membership and the session record in one step, as the store's join writes them (JOIN_ROOM).
+      joinRoom: (roomId, peerId, maxPeers, secretHash) => rooms.joinRoom(roomId, peerId, maxPeers, secretHash),
+      leaveRoom: (roomId, peerId) => rooms.leaveRoom(roomId, peerId),
       get reachable () { return !cluster.state(name).unreachable },
       start: async (events) => {
         node().events = events
@@ -754,7 +758,7 @@ export class FakeCluster {
         const entry = this.sessions.get(peerId)
         if (entry !== undefined) entry.secret = newHash
       }),
-      endSession: (peerId, _roomId, owner = name) => this.run(name, 'endSession', () => this.endEntry(peerId, owner)),
+      endSession: (peerId, owner = name) => this.run(name, 'endSession', () => this.endEntry(peerId, owner)),
       ownerOf: (peerId) => this.run(name, 'ownerOf', () => this.sessions.get(peerId)?.node ?? null),
       ownersOf: (peerIds) => this.run(name, 'ownersOf', () => {
         const n = node()

@@ -117,7 +117,7 @@ export function redisWorld (t: Teardown, target: { redis: TestRedis } | { cluste
         keyPrefix: prefix,
         ownedTtlS: instanceRecordTtlS(settings)
       })
-      const mesh = createRedisMesh({ ...settings, redis, subscriber, link, node: name, log: silentLogger() })
+      const mesh = createRedisMesh({ ...settings, rooms: store, redis, subscriber, link, node: name, log: silentLogger() })
       t.teardown(async () => {
         await mesh.stop()
         await mesh.leave([])
