@@ -54,7 +54,9 @@ const eld = monitorEventLoopDelay({ resolution: 5 })
 const slowTimers = new Map<string, { count: number, totalMs: number, maxMs: number }>()
 function site (): string {
   const lines = (new Error().stack ?? '').split('\n').slice(3)
-  return lines.find(l => !l.includes('node:internal') && !l.includes('gc-probe'))?.trim() ?? lines[0]?.trim() ?? '?'
+  // The first two frames outside Node and this file (the first is often a clock's setTimeout wrapper).
+  const own = lines.filter(l => !l.includes('node:internal') && !l.includes('gc-probe')).slice(0, 2).map(l => l.trim().replace(/^at /, ''))
+  return own.length > 0 ? own.join(' < ') : lines[0]?.trim() ?? '?'
 }
 function timed<F extends (...args: any[]) => unknown> (fn: F, where: string): F {
   return function (this: unknown, ...args: unknown[]) {
