@@ -7,6 +7,7 @@
  *     --platform=node --target=node20 --packages=external --outdir=dist/bench --log-level=warning
  *   node dist/bench/gc.js --mode=floor|memory [--rates=5000,10000,15000] [--stepMs=8000]
  *     [--pairs=500] [--heap | --live] [--timers] [--node-args='<v8 flags>']
+ *     [--server=<another build's dist/server.js>] [--redis-url=redis://127.0.0.1:<port>]
  *
  * The target runs with --trace-gc-nvp (V8's own count of bytes allocated and
  * promoted at every collection) and bench/gc-probe.ts preloaded; 500 joined
@@ -47,7 +48,8 @@ interface Gc { kind: string, pause: number, allocated: number, promoted: number,
 
 async function main (): Promise<void> {
   const port = await freePort()
-  const script = MODE === 'floor' ? join(ROOT, 'dist/bench/floor.js') : join(ROOT, 'dist/server.js')
+  // --server=<path>: another build of the server (an earlier commit's dist/server.js, to compare).
+  const script = MODE === 'floor' ? join(ROOT, 'dist/bench/floor.js') : arg('server') ?? join(ROOT, 'dist/server.js')
   const env: Record<string, string> = {
     PATH: process.env['PATH'] ?? '',
     PORT: String(port),
@@ -63,7 +65,9 @@ async function main (): Promise<void> {
       MAX_CONNECTIONS_PER_IP: '100000',
       WS_RATE_PER_S: '100000',
       WS_RATE_BURST: '100000',
-      STUN_URLS: ''
+      STUN_URLS: '',
+      // --redis-url=redis://127.0.0.1:<port>: the same single instance on the Redis store (its fence and mesh on).
+      ...(arg('redis-url') !== undefined && { REDIS_URL: arg('redis-url') as string, KEY_PREFIX: `gc${process.pid}:` })
     })
   }
   // --node-args='--trace-pretenuring …': more V8 flags for the target; its other output lines go to OUT.log.

@@ -48,9 +48,9 @@ export function createInputs (ports: InputPorts) {
     constructor (private readonly conn: Connection) {}
 
     message (data: Buffer | string, isBinary: boolean): void {
-      // Without a fence (a lone instance) no closure per frame: this runs for every message.
-      if (fence === null) clientMessage(this.conn, data, isBinary)
-      else fence.run('client', () => clientMessage(this.conn, data, isBinary))
+      // No closure per frame unless it has to wait behind the fence: this runs for every message.
+      if (fence === null || fence.admits('client')) clientMessage(this.conn, data, isBinary)
+      else fence.keep('client', () => clientMessage(this.conn, data, isBinary))
     }
 
     pong (): void {
