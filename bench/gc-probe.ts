@@ -20,6 +20,8 @@ interface ProfileNode { callFrame: { functionName: string, url: string, lineNumb
 const out = process.env['GC_PROBE_OUT'] ?? '/tmp/gc-probe'
 const SAMPLING = Number(process.env['GC_PROBE_SAMPLING'] ?? 8192)
 const SLOW_TIMER_MS = 2
+/** Kept before GC_PROBE_TIMERS wraps the globals: the probe's own ticker is not a target's timer. */
+const rawSetInterval = globalThis.setInterval
 /** GC_PROBE_LIVE=1: drop the samples scavenges freed: what is left survived the young generation (promoted, whether or not a mark-compact freed it later). */
 const live = process.env['GC_PROBE_LIVE'] === '1'
 
@@ -31,9 +33,13 @@ const post = (method: string, params: object = {}): Promise<any> => new Promise(
 
 const gc = { scavenges: 0, scavengeMs: 0, maxScavengeMs: 0, markCompacts: 0, markCompactMs: 0, maxMarkCompactMs: 0, incremental: 0, weak: 0 }
 let open = false
+/** GC pauses and slow timer callbacks of the window, by start time: what a slow interval overlapped. */
+const events: Array<{ at: number, ms: number, what: string }> = []
 new PerformanceObserver((list) => {
   if (!open) return
   for (const e of list.getEntries()) {
+    const detail = (e as unknown as { detail?: { kind: number } }).detail
+    events.push({ at: e.startTime, ms: e.duration, what: detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR ? 'mark-compact' : detail?.kind === constants.NODE_PERFORMANCE_GC_MINOR ? 'scavenge' : 'gc (other)' })
     const kind = (e as unknown as { detail?: { kind: number } }).detail?.kind
     if (kind === constants.NODE_PERFORMANCE_GC_MINOR) {
       gc.scavenges++
@@ -67,6 +73,7 @@ function timed<F extends (...args: any[]) => unknown> (fn: F, where: string): F 
     } finally {
       const ms = performance.now() - t0
       if (ms >= SLOW_TIMER_MS) {
+        events.push({ at: t0, ms, what: `timer ${where}` })
         const s = slowTimers.get(where) ?? { count: 0, totalMs: 0, maxMs: 0 }
         s.count++
         s.totalMs += ms
@@ -97,11 +104,46 @@ function sites (profile: { head: ProfileNode }): Array<{ site: string, bytes: nu
   return [...bySite].map(([s, bytes]) => ({ site: s, bytes })).sort((a, b) => b.bytes - a.bytes)
 }
 
+/**
+ * Slow intervals: a 10 ms ticker that ran STALL_MS or more late. Each is
+ * explained by what overlapped it: a GC pause or a slow timer callback of
+ * 2 ms or more (the longest one), or nothing seen (socket work, another
+ * process on the core).
+ */
+const STALL_MS = 20
+const stalls: Array<{ at: number, lateMs: number }> = []
+let ticker: NodeJS.Timeout | null = null
+function startStalls (): void {
+  let last = performance.now()
+  const st = rawSetInterval(() => {
+    const now = performance.now()
+    if (now - last - 10 >= STALL_MS) stalls.push({ at: last, lateMs: now - last - 10 })
+    last = now
+  }, 10)
+  ticker = st
+}
+function explainStalls (): Record<string, { count: number, lateMs: number }> {
+  const out: Record<string, { count: number, lateMs: number }> = {}
+  for (const st of stalls) {
+    const end = st.at + 10 + st.lateMs
+    const overlapping = events.filter(e => e.at < end && e.at + e.ms > st.at && (e.what !== 'scavenge' || e.ms >= 2))
+    const main = overlapping.sort((a, b) => b.ms - a.ms)[0]
+    const key = main === undefined ? 'nothing seen (sockets, another process)' : main.what
+    const o = out[key] ?? (out[key] = { count: 0, lateMs: 0 })
+    o.count++
+    o.lateMs = Math.round((o.lateMs + st.lateMs) * 10) / 10
+  }
+  return out
+}
+
 let windows = 0
 let t0 = 0
 async function start (): Promise<void> {
   Object.assign(gc, { scavenges: 0, scavengeMs: 0, maxScavengeMs: 0, markCompacts: 0, markCompactMs: 0, maxMarkCompactMs: 0, incremental: 0, weak: 0 })
   slowTimers.clear()
+  events.length = 0
+  stalls.length = 0
+  startStalls()
   eld.reset()
   eld.enable()
   if (process.env['GC_PROBE_HEAP'] === '1') {
@@ -114,6 +156,7 @@ async function start (): Promise<void> {
 }
 async function stop (): Promise<void> {
   open = false
+  if (ticker !== null) clearInterval(ticker)
   const elapsedMs = performance.now() - t0
   eld.disable()
   let allocation: Array<{ site: string, bytes: number }> = []
@@ -130,6 +173,7 @@ async function stop (): Promise<void> {
     heap: process.memoryUsage(),
     sampledBytes,
     allocation: allocation.slice(0, 40),
+    stalls: { atLeastMs: STALL_MS, count: stalls.length, by: explainStalls() },
     slowTimers: [...slowTimers].map(([where, s]) => ({ where, ...s })).sort((a, b) => b.totalMs - a.totalMs).slice(0, 20)
   }
   writeFileSync(`${out}.${windows++}.json`, JSON.stringify(report, null, 1))

@@ -74,6 +74,7 @@ async function main (): Promise<void> {
   const extra = (arg('node-args') ?? '').split(' ').filter(Boolean)
   const child = spawn(process.execPath, [...extra, '--trace-gc-nvp', '-r', join(ROOT, 'dist/bench/gc-probe.js'), script], { env, stdio: ['ignore', 'pipe', 'inherit'] })
   const gcs: Gc[] = []
+  const phases = new Map<string, number>()
   let inWindow = false
   let stopped: (() => void) | null = null
   let buffer = ''
@@ -89,7 +90,10 @@ async function main (): Promise<void> {
         stopped?.()
       } else if (inWindow && line.includes(' gc=')) {
         const field = (name: string): number => Number(new RegExp(`\\b${name}=([\\d.]+)`).exec(line)?.[1] ?? 0)
-        gcs.push({ kind: /\bgc=(\w+)/.exec(line)?.[1] ?? '?', pause: field('pause'), allocated: field('allocated'), promoted: field('promoted'), survived: field('new_space_survived') })
+        const kind = /\bgc=(\w+)/.exec(line)?.[1] ?? '?'
+        gcs.push({ kind, pause: field('pause'), allocated: field('allocated'), promoted: field('promoted'), survived: field('new_space_survived') })
+        // Where a scavenge's pause goes (V8's phases), summed over the window.
+        if (kind === 's') for (const m of line.matchAll(/\b(scavenge[\w.]*)=([\d.]+)/g)) phases.set(m[1] as string, (phases.get(m[1] as string) ?? 0) + Number(m[2]))
       } else if (!line.includes(' gc=')) appendFileSync(`${OUT}.log`, line + '\n')
     }
   })
@@ -162,7 +166,7 @@ async function main (): Promise<void> {
   const closed = new Promise<void>(resolve => { stopped = resolve })
   child.kill('SIGWINCH')
   await closed
-  const report = JSON.parse(readFileSync(`${OUT}.0.json`, 'utf8')) as { gc: Record<string, number>, eventLoopDelayMs: Record<string, number>, sampledBytes: number, allocation: Array<{ site: string, bytes: number }>, slowTimers: unknown[] }
+  const report = JSON.parse(readFileSync(`${OUT}.0.json`, 'utf8')) as { gc: Record<string, number>, eventLoopDelayMs: Record<string, number>, sampledBytes: number, allocation: Array<{ site: string, bytes: number }>, slowTimers: unknown[], stalls: unknown }
   const sum = (xs: Gc[], k: keyof Omit<Gc, 'kind'>): number => xs.reduce((s, g) => s + g[k], 0)
   const scav = gcs.filter(g => g.kind === 's')
   const major = gcs.filter(g => g.kind === 'mc' || g.kind === 'ms')
@@ -182,8 +186,9 @@ async function main (): Promise<void> {
     scavenges: scav.length,
     markCompacts: major.length,
     markCompactPausesMs: major.map(g => g.pause),
+    scavengePhasesMsPerScavenge: Object.fromEntries([...phases].filter(([k]) => !k.includes('throughput')).map(([k, ms]) => [k, Math.round(ms / Math.max(1, gcs.filter(g => g.kind === 's').length) * 100) / 100])),
     gcKinds: Object.fromEntries([...new Set(gcs.map(g => g.kind))].map(k => [k, gcs.filter(g => g.kind === k).length])),
-    probe: { gc: report.gc, eventLoopDelayMs: report.eventLoopDelayMs, slowTimers: report.slowTimers },
+    probe: { gc: report.gc, eventLoopDelayMs: report.eventLoopDelayMs, stalls: report.stalls, slowTimers: report.slowTimers },
     ...((flag('heap') || flag('live')) && {
       sampledBytesPerMsg: per(report.sampledBytes),
       topSites: report.allocation.slice(0, 25).map(s => `${per(s.bytes).toString().padStart(6)} B/msg  ${s.site}`)
