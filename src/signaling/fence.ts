@@ -88,11 +88,22 @@ export class Fence {
 
   /** Runs an input now, or keeps it for after the ownership check. */
   run (scope: FenceScope, input: () => void): void {
+    if (this.admits(scope)) input()
+    else this.keep(scope, input)
+  }
+
+  /**
+   * Whether an input of this scope may run now (its turn for the stall check);
+   * false: it goes to keep(). run() in two halves, for a caller that builds
+   * the input's closure only when it has to wait (every client frame asks).
+   */
+  admits (scope: FenceScope): boolean {
     this.check()
-    if ((this.closedFor === null && this.queue.length === 0) || (this.closedFor === 'bus' && scope === 'client' && this.queuedClient === 0)) {
-      input()
-      return
-    }
+    return (this.closedFor === null && this.queue.length === 0) || (this.closedFor === 'bus' && scope === 'client' && this.queuedClient === 0)
+  }
+
+  /** Keeps an input admits() refused for after the ownership check (or refuses it: the queue is full). */
+  keep (scope: FenceScope, input: () => void): void {
     if (this.queue.length >= this.ports.queueMax) {
       this.ports.overflow(scope)
       return

@@ -48,7 +48,9 @@ export function createInputs (ports: InputPorts) {
     constructor (private readonly conn: Connection) {}
 
     message (data: Buffer | string, isBinary: boolean): void {
-      fenced('client', () => clientMessage(this.conn, data, isBinary))
+      // No closure per frame unless it has to wait behind the fence: this runs for every message.
+      if (fence === null || fence.admits('client')) clientMessage(this.conn, data, isBinary)
+      else fence.keep('client', () => clientMessage(this.conn, data, isBinary))
     }
 
     pong (): void {
