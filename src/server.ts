@@ -4,8 +4,10 @@ import { loadConfig, readProcessEnv } from './config'
 import { buildApp } from './app'
 import { serverOptions } from './server-options'
 import type { Config } from '../schemas/config'
+import { keepRelayGarbageYoung } from './runtime-flags'
 
 async function main (): Promise<void> {
+  keepRelayGarbageYoung()
   const env = readProcessEnv()
   let config: Config
   try {
