@@ -181,7 +181,8 @@ async function startTarget (mode: Mode): Promise<Target> {
     return { name: mode, protocol: privydrop, urls: [url], pids: [child.pid ?? 0], children: [child] }
   }
   if (mode === 'memory') {
-    const { child, url } = await start(serverEnv, join(ROOT, 'dist/server.js'))
+    // BENCH_SERVER=<path to a server.js>: another build in this mode (a previous release, for a before/after).
+    const { child, url } = await start(serverEnv, process.env['BENCH_SERVER'] ?? join(ROOT, 'dist/server.js'))
     return { name: mode, protocol: privydrop, urls: [url], pids: [child.pid ?? 0], children: [child] }
   }
   if (mode === 'peerjs') {
