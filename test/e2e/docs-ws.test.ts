@@ -1,7 +1,7 @@
 import t from 'tap'
 import { readFileSync } from 'node:fs'
 import { type Browser } from 'playwright-core'
-import { ARTIFACTS, launchChromium } from '../helpers/chromium'
+import { ARTIFACTS, consoleSettled, launchChromium } from '../helpers/chromium'
 import { startServer } from '../helpers/process'
 
 /*
@@ -81,6 +81,7 @@ t.test('/docs/ws renders every message of asyncapi.json from this server alone, 
   t.ok(requests.some(url => new URL(url).pathname === '/asyncapi.json'), 'the document was fetched from this server')
   t.ok(requests.some(url => new URL(url).pathname === '/docs/ws/asyncapi-standalone.js'), 'and the bundle too')
   t.same(failed, [], 'every request succeeded')
+  await consoleSettled(page)
   t.same(errors, [], 'no script errors, console errors or CSP violations')
 })
 

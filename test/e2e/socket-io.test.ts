@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap'
 import { createHash, randomBytes } from 'node:crypto'
 import { type Browser, type Page } from 'playwright-core'
-import { ARTIFACTS, launchChromium } from '../helpers/chromium'
+import { ARTIFACTS, consoleSettled, launchChromium } from '../helpers/chromium'
 import { startServer } from '../helpers/process'
 
 /*
@@ -69,6 +69,7 @@ async function transfer (t: Test, receiverExtra: string, shot: string) {
   t.equal(s.sentHash, expected, 'sender hashed the same bytes')
   t.equal(r.receivedBytes, data.length)
   t.equal(r.status, 'received')
+  await Promise.all([consoleSettled(receiver), consoleSettled(sender)])
   t.same(errors, [], 'no script errors on either page')
   t.same([r.errors, s.errors], [[], []], 'no `error` event on either socket')
   t.same([r.signalingErrors, s.signalingErrors], [[], []], 'no refused message')

@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap'
 import { createHash, randomBytes } from 'node:crypto'
 import { type Browser, type Page } from 'playwright-core'
-import { ARTIFACTS, launchChromium } from '../helpers/chromium'
+import { ARTIFACTS, consoleSettled, launchChromium } from '../helpers/chromium'
 import { startServer, type ServerProcess } from '../helpers/process'
 import { startRedis } from '../helpers/redis'
 
@@ -49,6 +49,7 @@ async function transfer (t: Test, receiverServer: ServerProcess, senderServer: S
   t.equal(await demoState(sender, 'sentHash'), expected, 'sender hashed the same bytes')
   t.equal(await demoState(receiver, 'receivedBytes'), data.length)
   t.equal(await demoState(receiver, 'status'), 'received')
+  await Promise.all([consoleSettled(receiver), consoleSettled(sender)])
   t.same(errors, [], 'no script errors on either page')
   if (shot !== undefined) {
     await receiver.screenshot({ path: `${ARTIFACTS}/${shot}-receiver.png`, fullPage: true })

@@ -142,10 +142,15 @@ export async function waitForOutput (server: Output, pattern: RegExp | string, t
       return match
     }
     if (done || Date.now() >= deadline) {
-      throw new Error(`${done ? 'the process ended' : `${timeoutMs} ms passed`} without ${String(regexp)} in its output${from > 0 ? ` (from offset ${from})` : ''}; its output so far:\n${out}`)
+      throw new Error(`${done ? 'the process ended' : `${timeoutMs} ms passed`} without ${String(regexp)} in its output${from > 0 ? ` (from offset ${from})` : ''}; its output so far:\n${tail(out)}`)
     }
     await new Promise(resolve => setTimeout(resolve, 20))
   }
+}
+
+/** The end of a long output (a fleet node's can run to megabytes). */
+function tail (out: string, max = 20_000): string {
+  return out.length <= max ? out : `[${out.length - max} characters before]…${out.slice(-max)}`
 }
 
 /**
