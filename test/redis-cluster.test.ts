@@ -73,7 +73,8 @@ t.test('a full session across instances on a 3-primary cluster: rooms spread ove
   t.same(b.all('ice-candidate').map(f => String(f.data.candidate.candidate)), Array.from({ length: 500 }, (_, i) => `c${i}`), '500 candidates across instances arrive in order')
   // One SPUBLISH per relay, or (instance protocol 2, once the instances read each other's advertisement) one per batch.
   const sharded = await calls(cluster, 'spublish') - spublishes
-  t.ok(sharded >= 1 && sharded <= 500, `relays are SPUBLISHed (${sharded} for 500 relays)`)
+  // (Not bounded above: a membership or heartbeat-time message of the instances may be published in the same window.)
+  t.ok(sharded >= 1, `relays are SPUBLISHed (${sharded} in the window of 500 relays)`)
   t.equal(await calls(cluster, 'publish'), publishes, 'and never PUBLISHed (which every node of a cluster would carry)')
 
   const left = await b.request('leave', { roomId: 'x-room' }, 'leaveResponse')

@@ -59,9 +59,12 @@ export async function startRedisCluster (t: Teardown, opts: { primaries?: number
   for (let i = 0; i < primaries * (1 + replicas); i++) {
     const port = await freePort()
     ports.push(port)
-    // The cluster bus listens on port + 10000: it must be free too.
+    // The cluster bus gets a free port of its own: by default it is port +
+    // 10000, which may be taken (or past 65535) on a busy machine, and the
+    // node then exits at start.
+    const busPort = await freePort()
     children.set(port, spawn('redis-server', [
-      '--port', String(port), '--bind', '127.0.0.1', '--cluster-enabled', 'yes',
+      '--port', String(port), '--bind', '127.0.0.1', '--cluster-enabled', 'yes', '--cluster-port', String(busPort),
       // Its own directory: a replica writes the RDB of a full sync there.
       '--dir', dir, '--dbfilename', `dump-${port}.rdb`,
       '--cluster-config-file', `nodes-${port}.conf`, '--cluster-node-timeout', '1000',
