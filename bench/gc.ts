@@ -18,10 +18,10 @@
  */
 import { spawn } from 'node:child_process'
 import { appendFileSync, readFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { privydrop } from './privydrop'
 import type { Client } from './protocol'
+import { freePort, sleep } from './util'
 
 const arg = (name: string): string | undefined => process.argv.find(a => a.startsWith(`--${name}=`))?.slice(name.length + 3)
 const flag = (name: string): boolean => process.argv.includes(`--${name}`)
@@ -31,18 +31,6 @@ const STEP_MS = Number(arg('stepMs') ?? 8000)
 const PAIRS = Number(arg('pairs') ?? 500)
 const ROOT = join(__dirname, '..', '..')
 const OUT = `/tmp/gc-probe-${process.pid}`
-
-const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
-
-async function freePort (): Promise<number> {
-  return await new Promise((resolve) => {
-    const srv = createServer()
-    srv.listen(0, '127.0.0.1', () => {
-      const address = srv.address()
-      srv.close(() => resolve(typeof address === 'object' && address !== null ? address.port : 0))
-    })
-  })
-}
 
 interface Gc { kind: string, pause: number, allocated: number, promoted: number, survived: number }
 

@@ -18,12 +18,12 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { sourceAddresses, type Client, type Endpoint, type Protocol } from './protocol'
 import { privydrop } from './privydrop'
 import { peerjs, peerjsEndpoint } from './peerjs'
+import { freePort, sleep } from './util'
 
 const SMOKE = process.argv.includes('--smoke')
 const arg = (name: string) => process.argv.find(a => a.startsWith(`--${name}=`))?.slice(name.length + 3).split(',')
@@ -50,16 +50,6 @@ const runsArg = arg('runs')
 if (runsArg !== undefined) P.runs = Number(runsArg[0])
 
 // --- processes ------------------------------------------------------------------
-
-async function freePort (): Promise<number> {
-  return await new Promise((resolve) => {
-    const srv = createServer()
-    srv.listen(0, '127.0.0.1', () => {
-      const address = srv.address()
-      srv.close(() => resolve(typeof address === 'object' && address !== null ? address.port : 0))
-    })
-  })
-}
 
 const children = new Set<ChildProcess>()
 process.on('exit', () => { for (const c of children) c.kill('SIGKILL') })
@@ -297,7 +287,6 @@ async function pool<T> (items: T[], concurrency: number, fn: (item: T) => Promis
   }))
 }
 
-const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms))
 const quantile = (sorted: number[], q: number) => sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number
 function median (xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b)
