@@ -75,10 +75,13 @@ const wsRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
         return
       }
       // Across the fleet (Redis mode): one round trip, the per-instance cap above when Redis cannot answer.
-      upgradeResponses.set(request.raw, reply.raw)
       const cap = fastify.connectionCap
-      if (cap === null) done()
-      else cap.admit(request.ip, resume).then(admitted => done(admitted ? undefined : new TooManyConnectionsError()), () => done())
+      const admit = (): void => {
+        upgradeResponses.set(request.raw, reply.raw)
+        done()
+      }
+      if (cap === null) admit()
+      else cap.admit(request.ip, resume).then(admitted => { if (admitted) admit(); else done(new TooManyConnectionsError()) }, admit)
     }
   }, (socket, request) => {
     // Synchronous from here on: the welcome goes out and the listeners are
@@ -91,7 +94,14 @@ const wsRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     // Memory that would live as long as the connection (ws-socket.ts says why).
     replaceErrorListener(socket, onError)
     const response = upgradeResponses.get(request.raw)
-    if (response !== undefined) releaseUpgradeResponse(response)
+    if (response !== undefined) {
+      // Deleted at once, not left for the key's collection: while an entry
+      // lives, scavenges keep its value (the response, and through it the
+      // request, Fastify's request and reply) and promote them to die in the
+      // old generation: 2.2 KiB more committed heap per idle connection.
+      upgradeResponses.delete(request.raw)
+      releaseUpgradeResponse(response)
+    }
   })
 }
 
